@@ -11,7 +11,7 @@ import difflib
 import re
 import tomllib
 from collections.abc import Callable
-from ipaddress import IPv4Address, IPv4Network, ip_address, ip_network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, ip_address, ip_network
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -51,6 +51,8 @@ NETWORK_KEYS = (
 SSH_KEYS = ("known_hosts", "connect_timeout", "command_timeout")
 VERIFY_KEYS = ("image", "count", "interval", "timeout")
 DRIVERS = ("macvlan",)
+# Names of the networks every Docker daemon predefines; `docker network create` refuses them.
+PREDEFINED_NETWORKS = ("bridge", "host", "none", "default")
 
 T = TypeVar("T")
 
@@ -63,7 +65,7 @@ class _Problems:
         self.items: list[str] = []
 
     def add(self, where: str, message: str) -> None:
-        self.items.append(f"{self.source}: {where}: {message}")
+        self.items.append(_one_line(f"{self.source}: {where}: {message}"))
 
     def unknown_keys(self, where: str, table: dict[str, Any], allowed: tuple[str, ...]) -> None:
         for key in table:
@@ -74,8 +76,18 @@ class _Problems:
             self.add(f"{where}.{key}" if where else key, f"unknown key; {hint}")
 
 
+def _one_line(text: str) -> str:
+    """`text` with control characters escaped (keys and values may hold newlines)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _describe(value: object) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long to print (sys.get_int_max_str_digits)
+        return f"a {type(value).__name__} too large to print"
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -103,9 +115,13 @@ def _address(p: _Problems, where: str, value: object) -> str | None:
         p.add(where, f"must be a string (IP address or DNS name), got {_describe(value)}")
         return None
     try:
-        return str(ip_address(value))
+        addr = ip_address(value)
     except ValueError:
         pass
+    else:
+        scope = addr.scope_id if isinstance(addr, IPv6Address) else None
+        if scope is None or IFNAME_RE.fullmatch(scope):
+            return str(addr)
     if DNS_NAME_RE.fullmatch(value) and not value.startswith("-"):
         return value
     p.add(where, f"{_describe(value)} is neither an IP address nor a DNS name; e.g. 192.168.56.101")
@@ -153,7 +169,11 @@ def _path_field(p: _Problems, where: str, value: object, base: Path) -> Path | N
     if not isinstance(value, str) or not value or "\n" in value or "\0" in value:
         p.add(where, f"{_describe(value)} is not a file path; write one like ~/.ssh/id_ed25519")
         return None
-    return _path(base, value)
+    try:
+        return _path(base, value)
+    except RuntimeError:  # ~user with no such user, or no home directory
+        p.add(where, f"{_describe(value)}: cannot find the home directory; write the full path")
+        return None
 
 
 def _table(p: _Problems, where: str, value: object) -> dict[str, Any] | None:
@@ -189,11 +209,11 @@ def _network_cidr(p: _Problems, where: str, value: object) -> IPv4Network | None
     if not isinstance(net, IPv4Network):
         p.add(where, f"{value} is IPv6; orch handles IPv4 subnets only for now")
         return None
-    if str(net) != value and f"{net.network_address}/{net.prefixlen}" != value:
-        p.add(where, f"{value} has host bits set; did you mean {net}?")
-        return None
     if "/" not in value:
         p.add(where, f"{value} has no prefix length; did you mean {net.network_address}/24?")
+        return None
+    if str(net) != value and f"{net.network_address}/{net.prefixlen}" != value:
+        p.add(where, f"{value} has host bits set; did you mean {net}?")
         return None
     return net
 
@@ -217,7 +237,7 @@ def _range_prefix(
     p: _Problems, where: str, value: object, subnet: IPv4Network | None
 ) -> int | None:
     prefix: int | None = None
-    if isinstance(value, str) and re.fullmatch(r"/\d{1,2}", value):
+    if isinstance(value, str) and re.fullmatch(r"/[0-9]{1,2}", value):
         prefix = int(value[1:])
     elif isinstance(value, int) and not isinstance(value, bool) and value >= 1:
         size = 1
@@ -236,8 +256,9 @@ def _range_prefix(
 
 
 def _parse_hosts(
-    p: _Problems, raw: object, defaults: dict[str, Any], base: Path
+    p: _Problems, raw: object, defaults: dict[str, Any], base: Path, bad_parent: set[str]
 ) -> list[Host]:
+    """The valid hosts; names whose parent is set but invalid go into `bad_parent`."""
     if not isinstance(raw, list) or not raw:
         p.add("hosts", "at least one [[hosts]] table is needed, with name and address")
         return []
@@ -276,6 +297,8 @@ def _parse_hosts(
             seen_addr.setdefault(endpoint, i)
         if name is None or address is None:
             continue
+        if (parent or d_parent) is None and ("parent" in table or "parent" in defaults):
+            bad_parent.add(name)  # already reported; "no parent" would only mislead
         hosts.append(
             Host(
                 name=name,
@@ -348,7 +371,7 @@ def _parse_ranges(
 
 
 def _parse_networks(
-    p: _Problems, raw: object, hosts: list[Host], host_names: set[str]
+    p: _Problems, raw: object, hosts: list[Host], host_names: set[str], bad_parent: set[str]
 ) -> list[NetworkSpec]:
     if not isinstance(raw, list) or not raw:
         p.add("networks", "at least one [[networks]] table is needed (name, subnet, ...)")
@@ -368,6 +391,10 @@ def _parse_networks(
             p, table, where, "name", _str_field, NETWORK_NAME_RE, "Docker network name",
             "use 2-64 letters, digits, '_', '.' or '-', starting with a letter or digit",
         )  # fmt: skip
+        if name in PREDEFINED_NETWORKS:
+            p.add(f"{where}.name", f"{name!r} is a network Docker predefines and refuses to "
+                  "create; pick another name")  # fmt: skip
+            name = None
         if name is not None:
             if name in names:
                 p.add(f"{where}.name", f"{name!r} is already networks[{names[name]}]; "
@@ -410,13 +437,13 @@ def _parse_networks(
         )  # fmt: skip
         if parent is None and "parent" not in table:
             for host in hosts:
-                if host.parent is None:
+                if host.parent is None and host.name not in bad_parent:
                     p.add(f"{where}.parent", f"no parent NIC for host {host.name!r}; set parent "
                           "here, in [defaults] or on the host")  # fmt: skip
         if gateway is not None:
-            for host, net in ranges:
+            for owner, net in ranges:
                 if gateway in net:
-                    p.add(f"{where}.ranges.{host}", f"{net} contains the gateway {gateway}; "
+                    p.add(f"{where}.ranges.{owner}", f"{net} contains the gateway {gateway}; "
                           "move the gateway or the range")  # fmt: skip
         if None in (name, subnet, gateway) or driver not in DRIVERS or mode not in MACVLAN_MODES:
             continue
@@ -461,9 +488,10 @@ def parse_inventory(data: dict[str, Any], path: Path) -> Inventory:
     p.unknown_keys("", data, TOP_KEYS)
     defaults = _table(p, "defaults", data.get("defaults", {})) or {}
     p.unknown_keys("defaults", defaults, DEFAULT_KEYS)
-    hosts = _parse_hosts(p, data.get("hosts"), defaults, base)
+    bad_parent: set[str] = set()
+    hosts = _parse_hosts(p, data.get("hosts"), defaults, base, bad_parent)
     host_names = {h.name for h in hosts}
-    networks = _parse_networks(p, data.get("networks"), hosts, host_names)
+    networks = _parse_networks(p, data.get("networks"), hosts, host_names, bad_parent)
 
     ssh_raw = _table(p, "ssh", data.get("ssh", {})) or {}
     p.unknown_keys("ssh", ssh_raw, SSH_KEYS)
@@ -488,11 +516,13 @@ def parse_inventory(data: dict[str, Any], path: Path) -> Inventory:
         count = 3
     interval = _optional(p, verify_raw, "verify", "interval", _positive, 10)
     ping_timeout = _optional(p, verify_raw, "verify", "timeout", _positive, 60)
+    # Not VerifySettings.image: with slots=True that is the slot descriptor, not the default.
+    default_verify = VerifySettings()
     verify = VerifySettings(
-        image=image or VerifySettings.image,
+        image=image or default_verify.image,
         count=count,
-        interval=interval or VerifySettings.interval,
-        timeout=ping_timeout or VerifySettings.timeout,
+        interval=interval or default_verify.interval,
+        timeout=ping_timeout or default_verify.timeout,
     )
     if p.items:
         raise InventoryError(p.items)
@@ -520,5 +550,13 @@ def load_inventory(path: Path) -> Inventory:
     except UnicodeDecodeError:
         raise InventoryError([f"{path.name}: not UTF-8 text; save it as UTF-8"]) from None
     except tomllib.TOMLDecodeError as exc:
-        raise InventoryError([f"{path.name}: not valid TOML: {exc}"]) from None
+        raise InventoryError([_one_line(f"{path.name}: not valid TOML: {exc}")]) from None
+    except ValueError:  # tomllib lets int()'s digit limit through
+        raise InventoryError(
+            [f"{path.name}: not valid TOML: a number has too many digits"]
+        ) from None
+    except RecursionError:
+        raise InventoryError(
+            [f"{path.name}: not valid TOML: arrays or tables nested too deeply"]
+        ) from None
     return parse_inventory(data, path)

@@ -1,0 +1,225 @@
+"""The commands as library calls: observe all hosts in parallel, plan, apply, report.
+
+Each function returns values (Plan, reports, rows) for `render.py`; none prints or exits.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from orchestrator.apply import HostReport, apply_host, observe_host
+from orchestrator.errors import ConnectError, OrchError
+from orchestrator.model import Host, Inventory
+from orchestrator.parallel import for_each
+from orchestrator.plan import Plan, plan_setup, plan_teardown
+from orchestrator.session import HostSession, fingerprint
+from orchestrator.state import HostState, promisc_nic
+
+Logger = Callable[[str], None]
+
+
+@dataclass
+class Context:
+    """What every command needs: the inventory, the host selection and session settings."""
+
+    inventory: Inventory
+    selected: list[str] = field(default_factory=list)
+    trust_new_hosts: bool = False
+    sudo_password: str | None = None
+    log: Logger = lambda _m: None  # noqa: E731
+    verbose: bool = False
+    cancel: threading.Event = field(default_factory=threading.Event)
+    sessions: dict[str, HostSession] = field(default_factory=dict)
+
+    @property
+    def hosts(self) -> list[Host]:
+        """The selected hosts (all when none selected)."""
+        if not self.selected:
+            return list(self.inventory.hosts)
+        return [h for h in self.inventory.hosts if h.name in self.selected]
+
+    def session(self, host: Host) -> HostSession:
+        if host.name not in self.sessions:
+            self.sessions[host.name] = HostSession(
+                host, self.inventory.ssh, trust_new_hosts=self.trust_new_hosts,
+                sudo_password=self.sudo_password, log=self.log, verbose=self.verbose,
+            )  # fmt: skip
+        return self.sessions[host.name]
+
+    def close(self) -> None:
+        """Close every session, in parallel (a dead host must not delay the others)."""
+        sessions = list(self.sessions.values())
+        self.sessions.clear()
+        for_each(sessions, lambda s: s.close(), name=lambda s: s.host.name)
+
+    def __enter__(self) -> Context:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+def observe_all(ctx: Context, hosts: list[Host]) -> dict[str, HostState | OrchError]:
+    """Connect to and observe `hosts`, all at once."""
+    results = for_each(hosts, lambda h: observe_host(ctx.session(h), ctx.inventory),
+                       cancel=ctx.cancel, name=lambda h: h.name)  # fmt: skip
+    return {h.name: r for h, r in results.items()}
+
+
+def run_plan(ctx: Context, replace: bool = False) -> tuple[Plan, dict[str, HostState | OrchError]]:
+    """Observe every host (all count for range allocation) and plan the selected ones."""
+    observed = observe_all(ctx, list(ctx.inventory.hosts))
+    return plan_setup(ctx.inventory, observed, ctx.selected or None, replace=replace), observed
+
+
+def run_setup(ctx: Context, replace: bool = False) -> tuple[Plan, list[HostReport]]:
+    """Plan, then apply every selected host's changes in parallel."""
+    plan, observed = run_plan(ctx, replace)
+    return plan, _apply(ctx, plan, observed)
+
+
+def run_teardown(ctx: Context, force: bool = False) -> tuple[Plan, list[HostReport]]:
+    """Remove orch's networks and restore promisc on the selected hosts."""
+    observed = observe_all(ctx, ctx.hosts)
+    plan = plan_teardown(ctx.inventory, observed, ctx.selected or None, force=force)
+    return plan, _apply(ctx, plan, observed)
+
+
+def _apply(
+    ctx: Context, plan: Plan, observed: dict[str, HostState | OrchError]
+) -> list[HostReport]:
+    by_host = plan.by_host()
+
+    def one(host: Host) -> HostReport:
+        state = observed.get(host.name)
+        changes = by_host.get(host.name, [])
+        if not isinstance(state, HostState):
+            reason = changes[0].reason if changes else str(state)
+            return HostReport(host.name, "failed", error=reason)
+        return apply_host(ctx.session(host), state, changes, ctx.cancel)
+
+    results = for_each(ctx.hosts, one, cancel=ctx.cancel, name=lambda h: h.name)
+    return [
+        r if isinstance(r, HostReport) else HostReport(h.name, "failed", error=str(r))
+        for h, r in results.items()
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkStatus:
+    """One network on one host, for `orch status`."""
+
+    name: str
+    state: str  # absent | in sync | drift | not orch's
+    detail: str
+    ip_range: str
+    containers: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HostStatusReport:
+    """One host for `orch status`."""
+
+    host: str
+    reachable: bool
+    error: str = ""
+    user: str = ""
+    nics: tuple[tuple[str, bool, bool], ...] = ()  # name, UP, PROMISC (None if missing)
+    networks: tuple[NetworkStatus, ...] = ()
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "host": self.host,
+            "reachable": self.reachable,
+            "error": self.error,
+            "user": self.user,
+            "nics": [{"name": n, "up": u, "promisc": p} for n, u, p in self.nics],
+            "networks": [
+                {"name": n.name, "state": n.state, "detail": n.detail, "ip_range": n.ip_range,
+                 "containers": list(n.containers)}
+                for n in self.networks
+            ],  # fmt: skip
+        }
+
+
+def run_status(ctx: Context) -> list[HostStatusReport]:
+    """Per selected host: parent NICs and each inventory network (absent, in sync, drift)."""
+    observed = observe_all(ctx, list(ctx.inventory.hosts) if ctx.selected else ctx.hosts)
+    plan = plan_setup(ctx.inventory, observed, ctx.selected or None)
+    by_host = plan.by_host()
+    out = []
+    for host in ctx.hosts:
+        state = observed.get(host.name)
+        if not isinstance(state, HostState):
+            out.append(HostStatusReport(host.name, False, error=str(state)))
+            continue
+        if state.docker_api is None:
+            out.append(HostStatusReport(host.name, False, user=state.user,
+                                        error=f"Docker engine: {state.docker_error}"))  # fmt: skip
+            continue
+        nics = []
+        for nic in sorted({promisc_nic(n.parent_for(host)) for n in ctx.inventory.networks}):
+            link = state.links.get(nic)
+            nics.append((nic, bool(link and link.up), bool(link and link.promisc)))
+        nets = []
+        changes = {c.target: c for c in by_host.get(host.name, [])}
+        for spec in ctx.inventory.networks:
+            observed_net = state.networks.get(spec.name)
+            change = changes.get(spec.name)
+            containers = tuple(
+                f"{c.name} {c.ipv4}" for c in (observed_net.containers if observed_net else ())
+            )
+            rng = str(observed_net.ip_range or "-") if observed_net else "-"
+            if observed_net is None:
+                nets.append(NetworkStatus(spec.name, "absent", "run orch setup", rng, ()))
+            elif change is not None and change.action == "noop":
+                nets.append(NetworkStatus(spec.name, "in sync", "", rng, containers))
+            else:
+                detail = change.reason.removeprefix("drift: ") if change else ""
+                detail = detail.split("; rerun with --replace")[0]
+                state_word = "drift" if observed_net.managed else "not orch's"
+                nets.append(NetworkStatus(spec.name, state_word, detail, rng, containers))
+        out.append(HostStatusReport(host.name, True, user=state.user, nics=tuple(nics),
+                                    networks=tuple(nets)))  # fmt: skip
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class TrustResult:
+    """`orch trust` for one host."""
+
+    host: str
+    ok: bool
+    message: str
+
+
+def run_trust(ctx: Context) -> list[TrustResult]:
+    """Connect to each selected host, recording unknown host keys in orch's known_hosts."""
+    ctx.trust_new_hosts = True
+
+    def one(host: Host) -> TrustResult:
+        session = ctx.session(host)
+        session.connect()
+        transport = session.connection.transport
+        key = transport.get_remote_server_key() if transport is not None else None
+        fp = fingerprint(key) if key is not None else "?"
+        return TrustResult(host.name, True, f"{key.get_name() if key else '?'} {fp}")
+
+    results = for_each(ctx.hosts, one, cancel=ctx.cancel, name=lambda h: h.name)
+    out = []
+    for host, r in results.items():
+        if isinstance(r, TrustResult):
+            out.append(r)
+        else:
+            out.append(TrustResult(host.name, False, str(r).removeprefix(f"{host.name}: ")))
+    return out
+
+
+def any_reachable(observed: dict[str, HostState | OrchError]) -> bool:
+    """False when every host failed to connect (exit code CONNECT)."""
+    return any(isinstance(v, HostState) for v in observed.values()) or not observed
+
+
+__all__ = ["ConnectError", "Context"]

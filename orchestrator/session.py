@@ -1,0 +1,340 @@
+"""One SSH connection per host, carrying both shell commands and Docker API traffic.
+
+`HostSession` is the only place where orch touches Fabric, paramiko and the docker SDK's transport:
+- host keys are always verified (system known_hosts + orch's own file); a new key is accepted only
+  when the user asked for trust-on-first-use, and then recorded in orch's file only;
+- the Docker client rides on the same paramiko transport: each API connection is a channel that
+  runs `docker system dial-stdio` on the host, so Docker traffic gets the same host-key checks,
+  timeouts and ProxyJump as the shell commands, and costs no second login.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import paramiko
+from docker.transport import SSHHTTPAdapter
+from fabric import Config, Connection
+from invoke.exceptions import CommandTimedOut
+from paramiko.hostkeys import InvalidHostKey
+
+from orchestrator.errors import ConnectError, HostKeyError
+from orchestrator.model import Host, SSHSettings
+
+# Channels per host for Docker API traffic. sshd's MaxSessions (10 by default) counts every open
+# channel of a connection: keep docker's share small so that shell commands always find a slot.
+DOCKER_POOLS = 4
+DOCKER_POOL_SIZE = 2
+
+Logger = Callable[[str], None]
+
+_known_hosts_lock = threading.Lock()
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """OpenSSH-style SHA256 fingerprint of a host key."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def known_hosts_name(address: str, port: int) -> str:
+    """The name under which known_hosts stores `address:port`."""
+    return address if port == 22 else f"[{address}]:{port}"
+
+
+class _RejectUnknown(paramiko.MissingHostKeyPolicy):
+    """Refuse an unknown host, naming its key and how to trust it."""
+
+    def __init__(self, host: Host, known_hosts: Path) -> None:
+        self.host = host
+        self.known_hosts = known_hosts
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        raise HostKeyError(
+            f"{self.host.name}: unknown SSH host key for {hostname} ({key.get_name()} "
+            f"{fingerprint(key)}); if that is the host's key, run `orch trust --host "
+            f"{self.host.name}` (records it in {self.known_hosts}) or pass --trust-new-hosts"
+        )
+
+
+class _TrustOnFirstUse(paramiko.MissingHostKeyPolicy):
+    """Accept an unknown host and append its key to orch's own known_hosts file."""
+
+    def __init__(self, host: Host, known_hosts: Path, log: Logger) -> None:
+        self.host = host
+        self.known_hosts = known_hosts
+        self.log = log
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        line = f"{hostname} {key.get_name()} {key.get_base64()}\n"
+        with _known_hosts_lock:
+            self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.known_hosts, "a", encoding="utf-8") as fh:
+                fh.write(line)
+        client.get_host_keys().add(hostname, key.get_name(), key)
+        self.log(f"{self.host.name}: trusted new host key {key.get_name()} {fingerprint(key)} "
+                 f"(recorded in {self.known_hosts})")  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    """What a remote command gave back."""
+
+    command: str
+    exited: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exited == 0
+
+
+class _SharedTransportAdapter(SSHHTTPAdapter):  # type: ignore[misc]
+    """docker-py's SSH adapter, riding on an already open Fabric connection.
+
+    Relies on docker-py internals that are stable across docker 7.x (pinned in pyproject.toml);
+    `tests/unit/test_session.py` guards them.
+    """
+
+    def __init__(self, cxn: Connection, timeout: float) -> None:
+        self._cxn = cxn
+        super().__init__(
+            "ssh://shared", timeout=timeout, pool_connections=DOCKER_POOLS,
+            max_pool_size=DOCKER_POOL_SIZE, shell_out=False,
+        )  # fmt: skip
+
+    def _create_paramiko_client(self, base_url: str) -> None:
+        self._cxn.open()
+        self.ssh_client = self._cxn.client
+        self.ssh_params: dict[str, Any] = {}
+
+    def _connect(self) -> None:
+        self._cxn.open()
+
+    def close(self) -> None:
+        # Close our channels only; the Fabric connection belongs to the session.
+        self.pools.clear()
+
+
+class HostSession:
+    """An SSH session to one host: shell commands, privileged commands and a Docker client.
+
+    Not thread-safe: use one session per host and one thread per session.
+    """
+
+    def __init__(
+        self,
+        host: Host,
+        ssh: SSHSettings,
+        *,
+        trust_new_hosts: bool = False,
+        sudo_password: str | None = None,
+        log: Logger | None = None,
+        verbose: bool = False,
+    ) -> None:
+        self.host = host
+        self.ssh = ssh
+        self.trust_new_hosts = trust_new_hosts
+        self._sudo_password = sudo_password
+        self._log = log or (lambda _m: None)
+        self._verbose = verbose
+        self._cxn: Connection | None = None
+        self._docker: docker.DockerClient | None = None
+        self.is_root: bool | None = None
+
+    # ------------------------------------------------------------------ connection
+    def connect(self) -> None:
+        """Open the SSH connection, verifying the host key.
+
+        Raises:
+            HostKeyError: the key is unknown (and TOFU was not asked for) or has changed.
+            ConnectError: the host is unreachable, refuses us, or times out.
+        """
+        host = self.host
+        connect_kwargs: dict[str, Any] = {
+            "banner_timeout": self.ssh.connect_timeout,
+            "auth_timeout": self.ssh.connect_timeout,
+        }
+        if host.identity_file is not None:
+            connect_kwargs["key_filename"] = [str(host.identity_file)]
+        config = Config(overrides={"sudo": {"password": self._sudo_password}})
+        cxn = Connection(
+            host.address,
+            user=host.user,
+            port=host.port,
+            connect_timeout=self.ssh.connect_timeout,
+            connect_kwargs=connect_kwargs,  # a fresh dict per connection (Fabric mutates it)
+            config=config,
+        )
+        client = cxn.client
+        try:
+            client.load_system_host_keys()
+            if self.ssh.known_hosts.exists():
+                client.load_host_keys(str(self.ssh.known_hosts))
+        except (InvalidHostKey, OSError, paramiko.SSHException) as exc:
+            raise HostKeyError(
+                f"{host.name}: cannot read known_hosts ({exc}); fix or remove the bad line "
+                "(paramiko does not support @cert-authority or @revoked markers)"
+            ) from None
+        policy: paramiko.MissingHostKeyPolicy = (
+            _TrustOnFirstUse(host, self.ssh.known_hosts, self._log)
+            if self.trust_new_hosts
+            else _RejectUnknown(host, self.ssh.known_hosts)
+        )
+        client.set_missing_host_key_policy(policy)
+        target = f"{cxn.user}@{cxn.host}:{cxn.port}"
+        try:
+            self._open(cxn, target)
+        except BaseException:
+            cxn.close()
+            raise
+        self._cxn = cxn
+        transport = cxn.transport
+        if transport is not None:
+            transport.set_keepalive(5)
+
+    def _open(self, cxn: Connection, target: str) -> None:
+        host = self.host
+        try:
+            cxn.open()
+        except HostKeyError:
+            raise
+        except paramiko.BadHostKeyException as exc:
+            raise HostKeyError(
+                f"{host.name}: SSH host key of {exc.hostname} CHANGED: known "
+                f"{exc.expected_key.get_name()} {fingerprint(exc.expected_key)}, offered "
+                f"{exc.key.get_name()} {fingerprint(exc.key)}; possible impostor, nothing was "
+                f"done. If the host was reinstalled, remove its old key from {self.ssh.known_hosts}"
+                " or ~/.ssh/known_hosts, then run `orch trust`"
+            ) from None
+        except paramiko.AuthenticationException as exc:
+            raise ConnectError(
+                f"{host.name}: SSH authentication failed for {target} ({exc}); check user and "
+                "identity_file in hosts.toml, or your ssh agent"
+            ) from None
+        except (TimeoutError, socket.timeout):
+            raise ConnectError(
+                f"{host.name}: no answer from {target} within {self.ssh.connect_timeout:g} s"
+            ) from None
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            reason = str(exc) or type(exc).__name__
+            raise ConnectError(f"{host.name}: cannot connect to {target}: {reason}") from None
+
+    @property
+    def connection(self) -> Connection:
+        if self._cxn is None:
+            self.connect()
+        assert self._cxn is not None
+        return self._cxn
+
+    def close(self) -> None:
+        """Close the Docker channels and the SSH connection."""
+        if self._docker is not None:
+            try:
+                self._docker.close()
+            except Exception:  # noqa: S110 - closing is best effort
+                pass
+            self._docker = None
+        if self._cxn is not None:
+            self._cxn.close()
+            self._cxn = None
+
+    def __enter__(self) -> HostSession:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ commands
+    def run(self, command: str, *, timeout: float | None = None, log: bool = True) -> CommandResult:
+        """Run a shell command; never raises for a non-zero exit.
+
+        Raises:
+            ConnectError: the connection broke or the command timed out.
+        """
+        if log and self._verbose:
+            self._log(f"{self.host.name} $ {command}")
+        try:
+            res = self.connection.run(
+                command, hide=True, warn=True, in_stream=False,
+                timeout=timeout or self.ssh.command_timeout,
+            )  # fmt: skip
+        except CommandTimedOut:
+            raise ConnectError(
+                f"{self.host.name}: `{_short(command)}` did not finish within "
+                f"{timeout or self.ssh.command_timeout:g} s"
+            ) from None
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise ConnectError(f"{self.host.name}: connection lost: {exc or type(exc).__name__}") from None
+        return CommandResult(command, res.exited, res.stdout, res.stderr)
+
+    def run_privileged(self, command: str, *, timeout: float | None = None) -> CommandResult:
+        """Run `command` as root: directly when the SSH user is root, else through sudo.
+
+        Without a sudo password, `sudo -n` fails fast instead of prompting.
+        """
+        if self.is_root:
+            return self.run(command, timeout=timeout)
+        if self._sudo_password is None:
+            return self.run(f"sudo -n {command}", timeout=timeout)
+        if self._verbose:
+            self._log(f"{self.host.name} $ sudo {command}")
+        try:
+            res = self.connection.sudo(
+                command, hide=True, warn=True, in_stream=False,
+                timeout=timeout or self.ssh.command_timeout,
+            )  # fmt: skip
+        except CommandTimedOut:
+            raise ConnectError(f"{self.host.name}: `sudo {_short(command)}` timed out") from None
+        except Exception as exc:  # invoke's AuthFailure and connection errors
+            raise ConnectError(
+                f"{self.host.name}: sudo failed for `{_short(command)}`: "
+                f"{type(exc).__name__} (check the sudo password)"
+            ) from None
+        return CommandResult(f"sudo {command}", res.exited, res.stdout, res.stderr)
+
+    # ------------------------------------------------------------------ docker
+    def docker(self, api_version: str) -> docker.DockerClient:
+        """A Docker client over this session's SSH transport, pinned to `api_version`.
+
+        Pinning the version skips the negotiation round trip.
+        """
+        if self._docker is None:
+            cxn = self.connection
+            client = docker.DockerClient(
+                base_url="tcp://127.0.0.1:9", version=api_version,
+                timeout=int(self.ssh.command_timeout),
+            )  # fmt: skip
+            adapter = _SharedTransportAdapter(cxn, timeout=self.ssh.command_timeout)
+            api = client.api
+            api._custom_adapter = adapter
+            api.mount("http+docker://ssh", adapter)
+            api._unmount("http://", "https://")
+            api.base_url = "http+docker://ssh"
+            self._docker = client
+        return self._docker
+
+    def log(self, message: str) -> None:
+        """Log a step (only with -v)."""
+        if self._verbose:
+            self._log(f"{self.host.name}: {message}")
+
+
+def _short(command: str, limit: int = 80) -> str:
+    line = command.strip().splitlines()[0] if command.strip() else command
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def sudo_password_from_env() -> str | None:
+    """The sudo password from $ORCH_SUDO_PASSWORD, if set (never from a file)."""
+    return os.environ.get("ORCH_SUDO_PASSWORD") or None
