@@ -65,17 +65,23 @@ def explain_docker_error(exc: Exception, change: Change) -> str:
     spec = change.network
     if "Pool overlaps" in text:
         subnet = spec.subnet if spec else "the subnet"
-        return (f"subnet {subnet} overlaps another network on this engine (Docker: Pool overlaps "
-                "with other one on this address space); remove that network or choose another "
-                "subnet")  # fmt: skip
+        return (
+            f"subnet {subnet} overlaps another network on this engine (Docker: Pool overlaps "
+            "with other one on this address space); remove that network or choose another "
+            "subnet"
+        )
     if "already using parent interface" in text:
-        return (f"another macvlan network already uses this parent NIC and this Docker version "
-                f"allows only one per parent ({text})")  # fmt: skip
+        return (
+            f"another macvlan network already uses this parent NIC and this Docker version "
+            f"allows only one per parent ({text})"
+        )
     if "parent interface" in text and "not found" in text:
         return f"the parent NIC does not exist on this host ({text}); fix parent in hosts.toml"
     if "already exists" in text:
-        return (f"a network called {change.target} already exists (made meanwhile by someone "
-                "else?); run orch plan to see it")  # fmt: skip
+        return (
+            f"a network called {change.target} already exists (made meanwhile by someone "
+            "else?); run orch plan to see it"
+        )
     return f"Docker refused: {text}"
 
 
@@ -85,10 +91,12 @@ def _check(result: CommandResult, session: HostSession) -> None:
     err = result.stderr.strip()
     if "a password is required" in err or "may not run sudo" in err or "not in the sudoers" in err:
         raise RemoteCommandError(
-            session.host.name, result.command, result.exited,
+            session.host.name,
+            result.command,
+            result.exited,
             f"user cannot run this through sudo without a password ({err.splitlines()[-1]}); "
             "grant passwordless sudo for ip, or set ORCH_SUDO_PASSWORD",
-        )  # fmt: skip
+        )
     raise RemoteCommandError(session.host.name, result.command, result.exited, err)
 
 
@@ -122,7 +130,7 @@ def create_network(client: docker.DockerClient, change: Change) -> str:
 def _remove_network(client: docker.DockerClient, name: str, force: bool) -> None:
     info: dict[str, Any] = client.api.inspect_network(name)
     if force:
-        for cid in (info.get("Containers") or {}):
+        for cid in info.get("Containers") or {}:
             client.api.disconnect_container_from_network(cid, name, force=True)
     client.api.remove_network(info["Id"])
 
@@ -142,8 +150,9 @@ def apply_host(
     unchanged = tuple(c for c in changes if c.action == "noop")
     if blocked:
         reasons = "; ".join(f"{c.target}: {c.reason}" for c in blocked)
-        return HostReport(host, "failed", error=f"{reasons} (nothing changed on {host})",
-                          unchanged=unchanged)  # fmt: skip
+        return HostReport(
+            host, "failed", error=f"{reasons} (nothing changed on {host})", unchanged=unchanged
+        )
     todo = [c for c in changes if c.changes_host]
     if not todo:
         return HostReport(host, "unchanged", unchanged=unchanged)
@@ -162,8 +171,14 @@ def apply_host(
             message = explain_docker_error(exc, change)
         message = message.removeprefix(f"{host}: ")
         rolled = _rollback(session, client, undo)
-        return HostReport(host, "failed", done=(), error=f"{change.target}: {message}",
-                          rolled_back=tuple(rolled), unchanged=unchanged)  # fmt: skip
+        return HostReport(
+            host,
+            "failed",
+            done=(),
+            error=f"{change.target}: {message}",
+            rolled_back=tuple(rolled),
+            unchanged=unchanged,
+        )
     return HostReport(host, "changed", done=tuple(done), unchanged=unchanged)
 
 
@@ -217,9 +232,12 @@ def _created_meanwhile(client: docker.DockerClient, change: Change) -> bool:
         return False
     spec = change.network
     return bool(
-        spec is not None and net.managed and net.subnet == spec.subnet
-        and net.ip_range == change.ip_range and net.gateway == spec.gateway
-    )  # fmt: skip
+        spec is not None
+        and net.managed
+        and net.subnet == spec.subnet
+        and net.ip_range == change.ip_range
+        and net.gateway == spec.gateway
+    )
 
 
 def _rollback(

@@ -17,8 +17,15 @@ import typer
 from orchestrator import __version__
 from orchestrator.errors import ExitCode, InventoryError, OrchError
 from orchestrator.inventory import load_inventory
-from orchestrator.ops import Context, any_reachable, run_plan, run_setup, run_status, run_teardown
-from orchestrator.ops import run_trust
+from orchestrator.ops import (
+    Context,
+    any_reachable,
+    run_plan,
+    run_setup,
+    run_status,
+    run_teardown,
+    run_trust,
+)
 from orchestrator.render import (
     plan_table,
     report_table,
@@ -119,9 +126,13 @@ def _context(hosts: list[str] | None, trust: bool = False, ask_sudo: bool = Fals
     if ask_sudo and password is None:
         password = getpass.getpass("sudo password: ")
     return Context(
-        inventory=inventory, selected=list(hosts or []), trust_new_hosts=trust,
-        sudo_password=password, log=_err, verbose=STATE.verbose,
-    )  # fmt: skip
+        inventory=inventory,
+        selected=list(hosts or []),
+        trust_new_hosts=trust,
+        sudo_password=password,
+        log=_err,
+        verbose=STATE.verbose,
+    )
 
 
 def _interrupted() -> NoReturn:
@@ -139,8 +150,12 @@ def _version(value: bool) -> None:
 def main_callback(
     inventory: Annotated[
         Path,
-        typer.Option("--inventory", "-i", envvar="ORCH_INVENTORY",
-                     help="The inventory file (hosts, networks)."),  # fmt: skip
+        typer.Option(
+            "--inventory",
+            "-i",
+            envvar="ORCH_INVENTORY",
+            help="The inventory file (hosts, networks).",
+        ),
     ] = Path("hosts.toml"),
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Log every remote command and step to stderr.")
@@ -159,8 +174,9 @@ def main_callback(
 @app.command()
 def plan(
     host: HostOpt = None,
-    replace: Annotated[bool, typer.Option("--replace", help="Plan replacing drifted networks.")]
-    = False,
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Plan replacing drifted networks.")
+    ] = False,
     json_out: JsonOpt = False,
     trust: TrustOpt = False,
 ) -> None:
@@ -182,8 +198,11 @@ def setup(
     host: HostOpt = None,
     replace: Annotated[
         bool,
-        typer.Option("--replace", help="Replace networks that drifted from the inventory or "
-                     "that orch did not make (disconnects their containers)."),  # fmt: skip
+        typer.Option(
+            "--replace",
+            help="Replace networks that drifted from the inventory or "
+            "that orch did not make (disconnects their containers).",
+        ),
     ] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show the plan.")] = False,
     json_out: JsonOpt = False,
@@ -266,10 +285,48 @@ def teardown(
 
 
 @app.command()
-def verify(host: HostOpt = None, json_out: JsonOpt = False) -> None:
-    """Prove connectivity: a probe per host and network, every probe pings every other."""
-    _err("error: orch verify is not implemented yet")
-    raise typer.Exit(code=int(ExitCode.FAILED))
+def verify(
+    host: HostOpt = None,
+    json_out: JsonOpt = False,
+    junit: Annotated[
+        Path | None, typer.Option("--junit", help="Also write a JUnit XML report to this file.")
+    ] = None,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Leave the probe containers running, for debugging.")
+    ] = False,
+    probe_tar: Annotated[
+        Path | None,
+        typer.Option(
+            "--probe-tar",
+            help="Load the probe image from this tar onto hosts that "
+            "lack it: a `docker save` archive, or a rootfs tar (imported as the "
+            "image named in [verify] image).",
+        ),
+    ] = None,
+    trust: TrustOpt = False,
+) -> None:
+    """Prove connectivity: a probe container per host and network (all capabilities dropped but
+    NET_RAW, read-only root), every probe pings every other, and a matrix of loss and latency
+    comes out (rows = from, columns = to). Exit 0 only when every path works; hints under the
+    matrix explain hosts that nothing reaches. Probes are removed afterwards, also on Ctrl-C."""
+    from orchestrator.matrix import junit_xml, verify_text
+    from orchestrator.verify import run_verify
+
+    if probe_tar is not None and not probe_tar.is_file():
+        _err(f"error: --probe-tar {probe_tar}: no such file")
+        raise typer.Exit(code=int(ExitCode.USAGE))
+    try:
+        with _context(host, trust) as ctx:
+            result = run_verify(ctx, probe_tar=probe_tar, keep=keep)
+    except KeyboardInterrupt:
+        _interrupted()
+    except OrchError as exc:
+        _fail(exc)
+    if junit is not None:
+        junit.write_text(junit_xml(result))
+    typer.echo(to_json(result.as_dict()) if json_out else verify_text(result, _color()))
+    if not result.ok:
+        raise typer.Exit(code=int(ExitCode.FAILED))
 
 
 @app.command()
@@ -290,13 +347,14 @@ def trust(host: HostOpt = None) -> None:
 
 
 # ---------------------------------------------------------------------------- lab
-LabName = Annotated[
-    str, typer.Option("--name", help="Lab name (1-8 lower-case letters/digits).")
-]
+LabName = Annotated[str, typer.Option("--name", help="Lab name (1-8 lower-case letters/digits).")]
 StateDir = Annotated[
     Path | None,
-    typer.Option("--state-dir", help="Where the lab writes hosts.toml, its SSH key and "
-                 "known_hosts (default: .lab, or .lab-NAME for another --name)."),  # fmt: skip
+    typer.Option(
+        "--state-dir",
+        help="Where the lab writes hosts.toml, its SSH key and "
+        "known_hosts (default: .lab, or .lab-NAME for another --name).",
+    ),
 ]
 
 
@@ -311,13 +369,21 @@ def _lab(name: str, state_dir: Path | None) -> object:
 def lab_up(
     hosts: Annotated[int, typer.Option("--hosts", "-n", help="Number of hosts.")] = 2,
     subnet: Annotated[
-        str, typer.Option("--subnet", help="Management subnet (the VirtualBox host-only one by "
-                          "default; pick another if this machine already uses it).")  # fmt: skip
+        str,
+        typer.Option(
+            "--subnet",
+            help="Management subnet (the VirtualBox host-only one by "
+            "default; pick another if this machine already uses it).",
+        ),
     ] = "192.168.56.0/24",
     user: Annotated[
-        str, typer.Option("--user", help="SSH user written to the lab inventory; a non-root user "
-                          "is created (in the docker group) if missing.")  # fmt: skip
-    ] = "root",
+        str,
+        typer.Option(
+            "--user",
+            help="SSH user written to the lab inventory; a non-root user "
+            "is created (in the docker group) if missing.",
+        ),
+    ] = "orchlab",
     sudo: Annotated[
         bool, typer.Option("--sudo/--no-sudo", help="Give a non-root --user passwordless sudo.")
     ] = True,
@@ -358,7 +424,9 @@ def lab_down(name: LabName = "lab", state_dir: StateDir = None) -> None:
 
 
 @lab_app.command("status")
-def lab_status(name: LabName = "lab", state_dir: StateDir = None, json_out: JsonOpt = False) -> None:
+def lab_status(
+    name: LabName = "lab", state_dir: StateDir = None, json_out: JsonOpt = False
+) -> None:
     """Show each lab host: namespace, sshd and dockerd alive or dead. Exit 1 if any is dead."""
     from tabulate import tabulate
 
@@ -375,12 +443,22 @@ def lab_status(name: LabName = "lab", state_dir: StateDir = None, json_out: Json
     elif not rows:
         typer.echo(f"lab {name!r} is not up")
     else:
-        typer.echo(tabulate(
-            [[r.name, r.address, r.netns, "ok" if r.netns_present else "missing",
-              "alive" if r.sshd_alive else "dead", "alive" if r.dockerd_alive else "dead"]
-             for r in rows],
-            headers=["host", "address", "namespace", "netns", "sshd", "dockerd"],
-        ))  # fmt: skip
+        typer.echo(
+            tabulate(
+                [
+                    [
+                        r.name,
+                        r.address,
+                        r.netns,
+                        "ok" if r.netns_present else "missing",
+                        "alive" if r.sshd_alive else "dead",
+                        "alive" if r.dockerd_alive else "dead",
+                    ]
+                    for r in rows
+                ],
+                headers=["host", "address", "namespace", "netns", "sshd", "dockerd"],
+            )
+        )
     if not rows or not all(r.sshd_alive and r.dockerd_alive and r.netns_present for r in rows):
         raise typer.Exit(code=int(ExitCode.FAILED))
 

@@ -46,8 +46,16 @@ TOP_KEYS = ("defaults", "hosts", "networks", "ssh", "verify")
 HOST_KEYS = ("name", "address", "user", "port", "identity_file", "parent")
 DEFAULT_KEYS = ("user", "port", "identity_file", "parent")
 NETWORK_KEYS = (
-    "name", "driver", "subnet", "gateway", "parent", "mode", "range_size", "reserved", "ranges",
-)  # fmt: skip
+    "name",
+    "driver",
+    "subnet",
+    "gateway",
+    "parent",
+    "mode",
+    "range_size",
+    "reserved",
+    "ranges",
+)
 SSH_KEYS = ("known_hosts", "connect_timeout", "command_timeout")
 VERIFY_KEYS = ("image", "count", "interval", "timeout")
 DRIVERS = ("macvlan",)
@@ -105,9 +113,13 @@ def _str_field(
 
 def _host_name(p: _Problems, where: str, value: object) -> str | None:
     return _str_field(
-        p, where, value, HOST_NAME_RE, "host name",
+        p,
+        where,
+        value,
+        HOST_NAME_RE,
+        "host name",
         "use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit",
-    )  # fmt: skip
+    )
 
 
 def _address(p: _Problems, where: str, value: object) -> str | None:
@@ -130,16 +142,24 @@ def _address(p: _Problems, where: str, value: object) -> str | None:
 
 def _user(p: _Problems, where: str, value: object) -> str | None:
     return _str_field(
-        p, where, value, USER_RE, "user name",
+        p,
+        where,
+        value,
+        USER_RE,
+        "user name",
         "use letters, digits, '.', '_' or '-', starting with a letter or '_'",
-    )  # fmt: skip
+    )
 
 
 def _ifname(p: _Problems, where: str, value: object) -> str | None:
     name = _str_field(
-        p, where, value, IFNAME_RE, "interface name",
+        p,
+        where,
+        value,
+        IFNAME_RE,
+        "interface name",
         "use 1-15 letters, digits, '.', '_' or '-' (e.g. enp0s9 or enp0s9.10)",
-    )  # fmt: skip
+    )
     if name in (".", ".."):
         p.add(where, f"{name!r} is not a valid interface name")
         return None
@@ -245,12 +265,18 @@ def _range_prefix(
             size *= 2
         prefix = 32 - (size.bit_length() - 1)
     if prefix is None or not 1 <= prefix <= 30:
-        p.add(where, f"{_describe(value)} is not a slice size; use a prefix such as \"/26\" "
-              "or a number of addresses per host such as 64")  # fmt: skip
+        p.add(
+            where,
+            f'{_describe(value)} is not a slice size; use a prefix such as "/26" '
+            "or a number of addresses per host such as 64",
+        )
         return None
     if subnet is not None and prefix <= subnet.prefixlen:
-        p.add(where, f"a /{prefix} slice does not fit in more than once in {subnet}; "
-              f"use a prefix longer than /{subnet.prefixlen}")  # fmt: skip
+        p.add(
+            where,
+            f"a /{prefix} slice does not fit in more than once in {subnet}; "
+            f"use a prefix longer than /{subnet.prefixlen}",
+        )
         return None
     return prefix
 
@@ -286,14 +312,20 @@ def _parse_hosts(
         parent = _optional(p, table, where, "parent", _ifname)
         if name is not None:
             if name in seen_names:
-                p.add(f"{where}.name", f"{name!r} is already the name of hosts[{seen_names[name]}];"
-                      " host names must be unique")  # fmt: skip
+                p.add(
+                    f"{where}.name",
+                    f"{name!r} is already the name of hosts[{seen_names[name]}];"
+                    " host names must be unique",
+                )
             seen_names.setdefault(name, i)
         if address is not None:
             endpoint = (address, port or d_port)
             if endpoint in seen_addr:
-                p.add(f"{where}.address", f"{address} is already the address of "
-                      f"hosts[{seen_addr[endpoint]}]; each host needs its own address")  # fmt: skip
+                p.add(
+                    f"{where}.address",
+                    f"{address} is already the address of "
+                    f"hosts[{seen_addr[endpoint]}]; each host needs its own address",
+                )
             seen_addr.setdefault(endpoint, i)
         if name is None or address is None:
             continue
@@ -321,12 +353,18 @@ def _parse_reserved(
     elif isinstance(value, dict):
         for key in value:
             if not AUX_NAME_RE.fullmatch(key):
-                p.add(f"{where}.{key}", "is not a valid name for a reserved address; "
-                      "use letters, digits, '.', '_' or '-'")  # fmt: skip
+                p.add(
+                    f"{where}.{key}",
+                    "is not a valid name for a reserved address; "
+                    "use letters, digits, '.', '_' or '-'",
+                )
         pairs = [(k, v) for k, v in value.items() if AUX_NAME_RE.fullmatch(k)]
     else:
-        p.add(where, "must be a list of addresses or a table name = address "
-              '(e.g. reserved = { router = "172.16.86.254" })')  # fmt: skip
+        p.add(
+            where,
+            "must be a list of addresses or a table name = address "
+            '(e.g. reserved = { router = "172.16.86.254" })',
+        )
         return ()
     out: list[tuple[str, IPv4Address]] = []
     for key, raw in pairs:
@@ -334,8 +372,10 @@ def _parse_reserved(
         if addr is None:
             continue
         if subnet is not None and addr not in subnet:
-            p.add(f"{where}.{key}", f"{addr} is outside the subnet {subnet}; reserved addresses "
-                  "must lie inside it")  # fmt: skip
+            p.add(
+                f"{where}.{key}",
+                f"{addr} is outside the subnet {subnet}; reserved addresses must lie inside it",
+            )
             continue
         out.append((key, addr))
     return tuple(out)
@@ -362,8 +402,11 @@ def _parse_ranges(
             continue
         for other, taken in out:
             if net.overlaps(taken):
-                p.add(f"{where}.{host}", f"{net} overlaps the range of {other} ({taken}); "
-                      "per-host ranges must not overlap")  # fmt: skip
+                p.add(
+                    f"{where}.{host}",
+                    f"{net} overlaps the range of {other} ({taken}); "
+                    "per-host ranges must not overlap",
+                )
                 break
         else:
             out.append((host, net))
@@ -388,40 +431,63 @@ def _parse_networks(
             if required not in table:
                 p.add(f"{where}.{required}", "missing; every network needs a name and a subnet")
         name = _optional(
-            p, table, where, "name", _str_field, NETWORK_NAME_RE, "Docker network name",
+            p,
+            table,
+            where,
+            "name",
+            _str_field,
+            NETWORK_NAME_RE,
+            "Docker network name",
             "use 2-64 letters, digits, '_', '.' or '-', starting with a letter or digit",
-        )  # fmt: skip
+        )
         if name in PREDEFINED_NETWORKS:
-            p.add(f"{where}.name", f"{name!r} is a network Docker predefines and refuses to "
-                  "create; pick another name")  # fmt: skip
+            p.add(
+                f"{where}.name",
+                f"{name!r} is a network Docker predefines and refuses to create; pick another name",
+            )
             name = None
         if name is not None:
             if name in names:
-                p.add(f"{where}.name", f"{name!r} is already networks[{names[name]}]; "
-                      "network names must be unique")  # fmt: skip
+                p.add(
+                    f"{where}.name",
+                    f"{name!r} is already networks[{names[name]}]; network names must be unique",
+                )
             names.setdefault(name, i)
         driver = table.get("driver", "macvlan")
         if driver not in DRIVERS:
-            p.add(f"{where}.driver", f"{_describe(driver)} is not supported; use one of: "
-                  f"{', '.join(DRIVERS)}")  # fmt: skip
+            p.add(
+                f"{where}.driver",
+                f"{_describe(driver)} is not supported; use one of: {', '.join(DRIVERS)}",
+            )
         mode = table.get("mode", "bridge")
         if mode not in MACVLAN_MODES:
-            p.add(f"{where}.mode", f"{_describe(mode)} is not a macvlan mode; use one of: "
-                  f"{', '.join(MACVLAN_MODES)}")  # fmt: skip
+            p.add(
+                f"{where}.mode",
+                f"{_describe(mode)} is not a macvlan mode; use one of: {', '.join(MACVLAN_MODES)}",
+            )
         subnet = _optional(p, table, where, "subnet", _network_cidr)
         if subnet is not None and subnet.prefixlen > 29:
-            p.add(f"{where}.subnet", f"{subnet} is too small to share between hosts; use /29 or "
-                  "larger")  # fmt: skip
+            p.add(
+                f"{where}.subnet",
+                f"{subnet} is too small to share between hosts; use /29 or larger",
+            )
             subnet = None
         gateway: IPv4Address | None = None
         if "gateway" in table:
             gateway = _ipv4(p, f"{where}.gateway", table["gateway"])
-            if gateway is not None and subnet is not None and (
-                gateway not in subnet
-                or gateway in (subnet.network_address, subnet.broadcast_address)
+            if (
+                gateway is not None
+                and subnet is not None
+                and (
+                    gateway not in subnet
+                    or gateway in (subnet.network_address, subnet.broadcast_address)
+                )
             ):
-                p.add(f"{where}.gateway", f"{gateway} is not a usable address of {subnet}; "
-                      f"use one such as {subnet.network_address + 1}")  # fmt: skip
+                p.add(
+                    f"{where}.gateway",
+                    f"{gateway} is not a usable address of {subnet}; "
+                    f"use one such as {subnet.network_address + 1}",
+                )
                 gateway = None
         elif subnet is not None:
             gateway = subnet.network_address + 1
@@ -429,22 +495,29 @@ def _parse_networks(
         prefix = _optional(p, table, where, "range_size", _range_prefix, subnet)
         reserved = (
             _parse_reserved(p, f"{where}.reserved", table["reserved"], subnet)
-            if "reserved" in table else ()
-        )  # fmt: skip
+            if "reserved" in table
+            else ()
+        )
         ranges = (
             _parse_ranges(p, f"{where}.ranges", table["ranges"], subnet, host_names)
-            if "ranges" in table else ()
-        )  # fmt: skip
+            if "ranges" in table
+            else ()
+        )
         if parent is None and "parent" not in table:
             for host in hosts:
                 if host.parent is None and host.name not in bad_parent:
-                    p.add(f"{where}.parent", f"no parent NIC for host {host.name!r}; set parent "
-                          "here, in [defaults] or on the host")  # fmt: skip
+                    p.add(
+                        f"{where}.parent",
+                        f"no parent NIC for host {host.name!r}; set parent "
+                        "here, in [defaults] or on the host",
+                    )
         if gateway is not None:
             for owner, net in ranges:
                 if gateway in net:
-                    p.add(f"{where}.ranges.{owner}", f"{net} contains the gateway {gateway}; "
-                          "move the gateway or the range")  # fmt: skip
+                    p.add(
+                        f"{where}.ranges.{owner}",
+                        f"{net} contains the gateway {gateway}; move the gateway or the range",
+                    )
         if None in (name, subnet, gateway) or driver not in DRIVERS or mode not in MACVLAN_MODES:
             continue
         assert name is not None and subnet is not None and gateway is not None
@@ -464,9 +537,12 @@ def _parse_networks(
     for a in range(len(networks)):
         for b in range(a + 1, len(networks)):
             if networks[a].subnet.overlaps(networks[b].subnet):
-                p.add(f"networks[{b}].subnet", f"{networks[b].subnet} overlaps the subnet of "
-                      f"{networks[a].name} ({networks[a].subnet}); Docker refuses overlapping "
-                      "pools on one host")  # fmt: skip
+                p.add(
+                    f"networks[{b}].subnet",
+                    f"{networks[b].subnet} overlaps the subnet of "
+                    f"{networks[a].name} ({networks[a].subnet}); Docker refuses overlapping "
+                    "pools on one host",
+                )
     return networks
 
 
@@ -507,9 +583,15 @@ def parse_inventory(data: dict[str, Any], path: Path) -> Inventory:
     verify_raw = _table(p, "verify", data.get("verify", {})) or {}
     p.unknown_keys("verify", verify_raw, VERIFY_KEYS)
     image = _optional(
-        p, verify_raw, "verify", "image", _str_field, IMAGE_RE, "image reference",
+        p,
+        verify_raw,
+        "verify",
+        "image",
+        _str_field,
+        IMAGE_RE,
+        "image reference",
         "use a name such as orch-probe:latest (lower case, no spaces)",
-    )  # fmt: skip
+    )
     count = verify_raw.get("count", 3)
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 100:
         p.add("verify.count", f"{_describe(count)} is out of range; use a whole number 1-100")

@@ -28,7 +28,7 @@ class Context:
     selected: list[str] = field(default_factory=list)
     trust_new_hosts: bool = False
     sudo_password: str | None = None
-    log: Logger = lambda _m: None  # noqa: E731
+    log: Logger = lambda _m: None
     verbose: bool = False
     cancel: threading.Event = field(default_factory=threading.Event)
     sessions: dict[str, HostSession] = field(default_factory=dict)
@@ -43,9 +43,13 @@ class Context:
     def session(self, host: Host) -> HostSession:
         if host.name not in self.sessions:
             self.sessions[host.name] = HostSession(
-                host, self.inventory.ssh, trust_new_hosts=self.trust_new_hosts,
-                sudo_password=self.sudo_password, log=self.log, verbose=self.verbose,
-            )  # fmt: skip
+                host,
+                self.inventory.ssh,
+                trust_new_hosts=self.trust_new_hosts,
+                sudo_password=self.sudo_password,
+                log=self.log,
+                verbose=self.verbose,
+            )
         return self.sessions[host.name]
 
     def close(self) -> None:
@@ -63,8 +67,12 @@ class Context:
 
 def observe_all(ctx: Context, hosts: list[Host]) -> dict[str, HostState | OrchError]:
     """Connect to and observe `hosts`, all at once."""
-    results = for_each(hosts, lambda h: observe_host(ctx.session(h), ctx.inventory),
-                       cancel=ctx.cancel, name=lambda h: h.name)  # fmt: skip
+    results = for_each(
+        hosts,
+        lambda h: observe_host(ctx.session(h), ctx.inventory),
+        cancel=ctx.cancel,
+        name=lambda h: h.name,
+    )
     return {h.name: r for h, r in results.items()}
 
 
@@ -137,10 +145,15 @@ class HostStatusReport:
             "user": self.user,
             "nics": [{"name": n, "up": u, "promisc": p} for n, u, p in self.nics],
             "networks": [
-                {"name": n.name, "state": n.state, "detail": n.detail, "ip_range": n.ip_range,
-                 "containers": list(n.containers)}
+                {
+                    "name": n.name,
+                    "state": n.state,
+                    "detail": n.detail,
+                    "ip_range": n.ip_range,
+                    "containers": list(n.containers),
+                }
                 for n in self.networks
-            ],  # fmt: skip
+            ],
         }
 
 
@@ -156,8 +169,11 @@ def run_status(ctx: Context) -> list[HostStatusReport]:
             out.append(HostStatusReport(host.name, False, error=str(state)))
             continue
         if state.docker_api is None:
-            out.append(HostStatusReport(host.name, False, user=state.user,
-                                        error=f"Docker engine: {state.docker_error}"))  # fmt: skip
+            out.append(
+                HostStatusReport(
+                    host.name, False, user=state.user, error=f"Docker engine: {state.docker_error}"
+                )
+            )
             continue
         nics = []
         for nic in sorted({promisc_nic(n.parent_for(host)) for n in ctx.inventory.networks}):
@@ -181,8 +197,11 @@ def run_status(ctx: Context) -> list[HostStatusReport]:
                 detail = detail.split("; rerun with --replace")[0]
                 state_word = "drift" if observed_net.managed else "not orch's"
                 nets.append(NetworkStatus(spec.name, state_word, detail, rng, containers))
-        out.append(HostStatusReport(host.name, True, user=state.user, nics=tuple(nics),
-                                    networks=tuple(nets)))  # fmt: skip
+        out.append(
+            HostStatusReport(
+                host.name, True, user=state.user, nics=tuple(nics), networks=tuple(nets)
+            )
+        )
     return out
 
 

@@ -87,8 +87,10 @@ class Plan:
         return out
 
     def as_dict(self) -> dict[str, object]:
-        return {"changes": [c.as_dict() for c in self.changes if c.action != "noop"],
-                "unchanged": [c.as_dict() for c in self.changes if c.action == "noop"]}  # fmt: skip
+        return {
+            "changes": [c.as_dict() for c in self.changes if c.action != "noop"],
+            "unchanged": [c.as_dict() for c in self.changes if c.action == "noop"],
+        }
 
 
 def _differences(spec: NetworkSpec, host: Host, net: NetworkState) -> list[str]:
@@ -137,9 +139,7 @@ def allocate_ranges(
             if net.subnet != spec.subnet or not rng.subnet_of(spec.subnet):
                 problems[(host, spec.name)] = f"its range {rng} is not inside {spec.subnet}"
             elif clash is not None:
-                problems[(host, spec.name)] = (
-                    f"its range {rng} overlaps {fixed[clash]} of {clash}"
-                )
+                problems[(host, spec.name)] = f"its range {rng} overlaps {fixed[clash]} of {clash}"
             else:
                 fixed[host] = rng
         prefix = spec.range_prefix or default_prefix(spec.subnet, len(names))
@@ -169,8 +169,9 @@ def plan_setup(
     for host in inventory.hosts:
         if selected and host.name not in selected:
             continue
-        changes.extend(_plan_host(inventory, host, observed.get(host.name), ranges, problems,
-                                  replace))  # fmt: skip
+        changes.extend(
+            _plan_host(inventory, host, observed.get(host.name), ranges, problems, replace)
+        )
     return Plan(tuple(changes), ranges)
 
 
@@ -181,9 +182,11 @@ def _host_error(host: Host, state: HostState | OrchError | None) -> Change | Non
         return Change(host.name, "error", "-", str(state).removeprefix(f"{host.name}: "))
     if state.docker_api is None:
         return Change(
-            host.name, "error", "docker",
+            host.name,
+            "error",
+            "docker",
             f"the Docker engine does not answer: {state.docker_error}",
-        )  # fmt: skip
+        )
     return None
 
 
@@ -209,18 +212,30 @@ def _plan_host(
         link = state.links.get(nic)
         if link is None:
             present = ", ".join(sorted(n for n in state.links if n != "lo")) or "none"
-            out.append(Change(host.name, "error", nic,
-                              f"parent NIC {nic} does not exist (NICs here: {present}); fix "
-                              f"parent in hosts.toml"))  # fmt: skip
+            out.append(
+                Change(
+                    host.name,
+                    "error",
+                    nic,
+                    f"parent NIC {nic} does not exist (NICs here: {present}); fix "
+                    f"parent in hosts.toml",
+                )
+            )
             bad_nics.add(nic)
             continue
         if state.sudo == "no":
             needs = not link.promisc or not link.up
             if needs:
-                out.append(Change(host.name, "error", nic,
-                                  f"user {state.user} is not root and cannot use sudo without a "
-                                  f"password to run `ip link set {nic} promisc on`; grant "
-                                  "passwordless sudo, or set ORCH_SUDO_PASSWORD"))  # fmt: skip
+                out.append(
+                    Change(
+                        host.name,
+                        "error",
+                        nic,
+                        f"user {state.user} is not root and cannot use sudo without a "
+                        f"password to run `ip link set {nic} promisc on`; grant "
+                        "passwordless sudo, or set ORCH_SUDO_PASSWORD",
+                    )
+                )
                 bad_nics.add(nic)
                 continue
         if link.promisc and link.up:
@@ -229,9 +244,16 @@ def _plan_host(
             why = "not in promiscuous mode" if not link.promisc else "down"
             if not link.promisc and not link.up:
                 why = "down and not in promiscuous mode"
-            out.append(Change(host.name, "set_promisc", nic,
-                              f"{nic} is {why}; {', '.join(users)} need(s) it to receive "
-                              "frames for container MACs", nic_up=not link.up))  # fmt: skip
+            out.append(
+                Change(
+                    host.name,
+                    "set_promisc",
+                    nic,
+                    f"{nic} is {why}; {', '.join(users)} need(s) it to receive "
+                    "frames for container MACs",
+                    nic_up=not link.up,
+                )
+            )
     for spec in inventory.networks:
         nic = promisc_nic(spec.parent_for(host))
         if nic in bad_nics:
@@ -239,9 +261,18 @@ def _plan_host(
         rng = ranges[spec.name][host.name]
         link = state.links[nic]
         existing = state.networks.get(spec.name)
-        out.append(_plan_network(host, spec, rng, existing, link.promisc,
-                                 problems.get((host.name, spec.name)), replace,
-                                 state.networks))  # fmt: skip
+        out.append(
+            _plan_network(
+                host,
+                spec,
+                rng,
+                existing,
+                link.promisc,
+                problems.get((host.name, spec.name)),
+                replace,
+                state.networks,
+            )
+        )
     return out
 
 
@@ -261,10 +292,16 @@ def _plan_network(
         for other in all_networks.values():
             if other.managed and promisc_nic(other.parent) == promisc_nic(spec.parent_for(host)):
                 before = bool(other.promisc_before)
-        return Change(host.name, "create_network", spec.name,
-                      f"absent; create on {spec.parent_for(host)} with range {rng}",
-                      network=spec, ip_range=rng, promisc_before=before,
-                      parent=spec.parent_for(host))  # fmt: skip
+        return Change(
+            host.name,
+            "create_network",
+            spec.name,
+            f"absent; create on {spec.parent_for(host)} with range {rng}",
+            network=spec,
+            ip_range=rng,
+            promisc_before=before,
+            parent=spec.parent_for(host),
+        )
     diffs = _differences(spec, host, existing)
     if not existing.managed:
         diffs.insert(0, "not made by orch")
@@ -274,23 +311,36 @@ def _plan_network(
         elif existing.managed:
             diffs.append(f"range {existing.ip_range} (want {rng})")
     if not diffs:
-        return Change(host.name, "noop", spec.name, f"in sync, range {rng}", network=spec,
-                      ip_range=rng)  # fmt: skip
+        return Change(
+            host.name, "noop", spec.name, f"in sync, range {rng}", network=spec, ip_range=rng
+        )
     before = existing.promisc_before if existing.promisc_before is not None else nic_promisc
     attached = existing.foreign_containers
     victims = (
         f"; replacing disconnects {len(attached)} container(s): "
         + ", ".join(c.name for c in attached)
-        if attached else ""
-    )  # fmt: skip
+        if attached
+        else ""
+    )
     if replace:
-        return Change(host.name, "replace_network", spec.name,
-                      f"drift: {'; '.join(diffs)}; replace with range {rng}{victims}",
-                      network=spec, ip_range=rng, promisc_before=before,
-                      parent=spec.parent_for(host))  # fmt: skip
-    return Change(host.name, "conflict", spec.name,
-                  f"drift: {'; '.join(diffs)}{victims}; rerun with --replace to recreate it",
-                  network=spec, ip_range=rng)  # fmt: skip
+        return Change(
+            host.name,
+            "replace_network",
+            spec.name,
+            f"drift: {'; '.join(diffs)}; replace with range {rng}{victims}",
+            network=spec,
+            ip_range=rng,
+            promisc_before=before,
+            parent=spec.parent_for(host),
+        )
+    return Change(
+        host.name,
+        "conflict",
+        spec.name,
+        f"drift: {'; '.join(diffs)}{victims}; rerun with --replace to recreate it",
+        network=spec,
+        ip_range=rng,
+    )
 
 
 def plan_teardown(
@@ -322,28 +372,35 @@ def plan_teardown(
                 changes.append(Change(host.name, "noop", spec.name, "absent"))
                 continue
             if not net.managed:
-                changes.append(Change(host.name, "noop", spec.name,
-                                      "not made by orch; left alone"))  # fmt: skip
+                changes.append(Change(host.name, "noop", spec.name, "not made by orch; left alone"))
                 continue
             nic = promisc_nic(net.parent or spec.parent_for(host))
             foreign = net.foreign_containers
             if foreign and not force:
-                changes.append(Change(host.name, "conflict", spec.name,
-                                      f"{len(foreign)} container(s) attached: "
-                                      f"{', '.join(c.name for c in foreign)}; stop them or "
-                                      "rerun with --force"))  # fmt: skip
+                changes.append(
+                    Change(
+                        host.name,
+                        "conflict",
+                        spec.name,
+                        f"{len(foreign)} container(s) attached: "
+                        f"{', '.join(c.name for c in foreign)}; stop them or "
+                        "rerun with --force",
+                    )
+                )
                 blocked_nics.add(nic)
                 continue
             reason = "made by orch"
             if foreign:
                 reason += f"; disconnects {', '.join(c.name for c in foreign)}"
-            changes.append(Change(host.name, "remove_network", spec.name, reason,
-                                  force=bool(foreign)))  # fmt: skip
+            changes.append(
+                Change(host.name, "remove_network", spec.name, reason, force=bool(foreign))
+            )
             if net.promisc_before is False:
                 restore[nic] = True
         # Other orch networks (outside this inventory) on the same NIC keep promisc on.
-        removed = {c.target for c in changes if c.host == host.name and
-                   c.action == "remove_network"}  # fmt: skip
+        removed = {
+            c.target for c in changes if c.host == host.name and c.action == "remove_network"
+        }
         for net in state.networks.values():
             if net.managed and net.name not in removed:
                 blocked_nics.add(promisc_nic(net.parent))
@@ -352,12 +409,23 @@ def plan_teardown(
             if nic in blocked_nics or link is None or not link.promisc:
                 continue
             if state.sudo == "no":
-                changes.append(Change(host.name, "error", nic,
-                                      f"cannot turn promisc off: user {state.user} has no "
-                                      "passwordless sudo"))  # fmt: skip
+                changes.append(
+                    Change(
+                        host.name,
+                        "error",
+                        nic,
+                        f"cannot turn promisc off: user {state.user} has no passwordless sudo",
+                    )
+                )
                 continue
-            changes.append(Change(host.name, "restore_promisc", nic,
-                                  "orch turned promiscuous mode on; it was off before"))  # fmt: skip
+            changes.append(
+                Change(
+                    host.name,
+                    "restore_promisc",
+                    nic,
+                    "orch turned promiscuous mode on; it was off before",
+                )
+            )
     return Plan(tuple(changes))
 
 
@@ -369,5 +437,10 @@ def check_capacity(inventory: Inventory) -> None:
     """
     for spec in inventory.networks:
         prefix = spec.range_prefix or default_prefix(spec.subnet, len(inventory.hosts))
-        allocate(spec.subnet, [h.name for h in inventory.hosts], prefix, dict(spec.ranges),
-                 network=spec.name)  # fmt: skip
+        allocate(
+            spec.subnet,
+            [h.name for h in inventory.hosts],
+            prefix,
+            dict(spec.ranges),
+            network=spec.name,
+        )

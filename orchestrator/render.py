@@ -71,11 +71,13 @@ def report_table(reports: Sequence[HostReport], color: bool = False) -> str:
 
 
 def reports_json(plan: Plan, reports: Sequence[HostReport]) -> str:
-    return to_json({
-        "ok": all(r.status != "failed" for r in reports),
-        "changes": [c.as_dict() for c in plan.changes if c.changes_host],
-        "hosts": [r.as_dict() for r in reports],
-    })  # fmt: skip
+    return to_json(
+        {
+            "ok": all(r.status != "failed" for r in reports),
+            "changes": [c.as_dict() for c in plan.changes if c.changes_host],
+            "hosts": [r.as_dict() for r in reports],
+        }
+    )
 
 
 def status_table(reports: Sequence[HostStatusReport], color: bool = False) -> str:
@@ -89,18 +91,26 @@ def status_table(reports: Sequence[HostStatusReport], color: bool = False) -> st
         )
         for i, net in enumerate(r.networks):
             tint = GREEN if net.state == "in sync" else RED
-            rows.append([
-                r.host if i == 0 else "", nic_text if i == 0 else "", net.name,
-                paint(net.state, tint, color), net.ip_range if net.ip_range != "-" else "",
-                "; ".join(net.containers) or net.detail,
-            ])  # fmt: skip
+            rows.append(
+                [
+                    r.host if i == 0 else "",
+                    nic_text if i == 0 else "",
+                    net.name,
+                    paint(net.state, tint, color),
+                    net.ip_range if net.ip_range != "-" else "",
+                    "; ".join(net.containers) or net.detail,
+                ]
+            )
     return tabulate(
-        rows, headers=["host", "parent", "network", "state", "range", "containers / detail"],
+        rows,
+        headers=["host", "parent", "network", "state", "range", "containers / detail"],
         tablefmt="simple",
-    )  # fmt: skip
+    )
 
 
 def trust_table(results: Sequence[TrustResult], color: bool = False) -> str:
-    rows = [[r.host, paint("trusted" if r.ok else "refused", GREEN if r.ok else RED, color),
-             r.message] for r in results]  # fmt: skip
+    rows = [
+        [r.host, paint("trusted" if r.ok else "refused", GREEN if r.ok else RED, color), r.message]
+        for r in results
+    ]
     return tabulate(rows, headers=["host", "result", "host key / reason"], tablefmt="simple")

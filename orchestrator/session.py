@@ -11,9 +11,9 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
-import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,8 +32,8 @@ from orchestrator.model import Host, SSHSettings
 
 # Channels per host for Docker API traffic. sshd's MaxSessions (10 by default) counts every open
 # channel of a connection: keep docker's share small so that shell commands always find a slot.
-DOCKER_POOLS = 4
-DOCKER_POOL_SIZE = 2
+DOCKER_POOLS = 1
+DOCKER_POOL_SIZE = 4
 
 Logger = Callable[[str], None]
 
@@ -58,7 +58,9 @@ class _RejectUnknown(paramiko.MissingHostKeyPolicy):
         self.host = host
         self.known_hosts = known_hosts
 
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+    def missing_host_key(
+        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
+    ) -> None:
         raise HostKeyError(
             f"{self.host.name}: unknown SSH host key for {hostname} ({key.get_name()} "
             f"{fingerprint(key)}); if that is the host's key, run `orch trust --host "
@@ -74,15 +76,19 @@ class _TrustOnFirstUse(paramiko.MissingHostKeyPolicy):
         self.known_hosts = known_hosts
         self.log = log
 
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+    def missing_host_key(
+        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
+    ) -> None:
         line = f"{hostname} {key.get_name()} {key.get_base64()}\n"
         with _known_hosts_lock:
             self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
             with open(self.known_hosts, "a", encoding="utf-8") as fh:
                 fh.write(line)
         client.get_host_keys().add(hostname, key.get_name(), key)
-        self.log(f"{self.host.name}: trusted new host key {key.get_name()} {fingerprint(key)} "
-                 f"(recorded in {self.known_hosts})")  # fmt: skip
+        self.log(
+            f"{self.host.name}: trusted new host key {key.get_name()} {fingerprint(key)} "
+            f"(recorded in {self.known_hosts})"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,9 +115,12 @@ class _SharedTransportAdapter(SSHHTTPAdapter):  # type: ignore[misc]
     def __init__(self, cxn: Connection, timeout: float) -> None:
         self._cxn = cxn
         super().__init__(
-            "ssh://shared", timeout=timeout, pool_connections=DOCKER_POOLS,
-            max_pool_size=DOCKER_POOL_SIZE, shell_out=False,
-        )  # fmt: skip
+            "ssh://shared",
+            timeout=timeout,
+            pool_connections=DOCKER_POOLS,
+            max_pool_size=DOCKER_POOL_SIZE,
+            shell_out=False,
+        )
 
     def _create_paramiko_client(self, base_url: str) -> None:
         self._cxn.open()
@@ -120,6 +129,12 @@ class _SharedTransportAdapter(SSHHTTPAdapter):  # type: ignore[misc]
 
     def _connect(self) -> None:
         self._cxn.open()
+
+    def get_connection(self, url: str, proxies: object = None) -> Any:
+        # docker-py keys pools by the full URL, so every new path opens another channel (and
+        # spawns another `docker system dial-stdio` on the host). One pool serves every path
+        # here, so that keep-alive connections are reused across requests.
+        return super().get_connection("http+docker://ssh/", proxies)
 
     def close(self) -> None:
         # Close our channels only; the Fabric connection belongs to the session.
@@ -222,7 +237,7 @@ class HostSession:
                 f"{host.name}: SSH authentication failed for {target} ({exc}); check user and "
                 "identity_file in hosts.toml, or your ssh agent"
             ) from None
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             raise ConnectError(
                 f"{host.name}: no answer from {target} within {self.ssh.connect_timeout:g} s"
             ) from None
@@ -240,10 +255,8 @@ class HostSession:
     def close(self) -> None:
         """Close the Docker channels and the SSH connection."""
         if self._docker is not None:
-            try:
+            with contextlib.suppress(Exception):  # closing is best effort
                 self._docker.close()
-            except Exception:  # noqa: S110 - closing is best effort
-                pass
             self._docker = None
         if self._cxn is not None:
             self._cxn.close()
@@ -266,16 +279,21 @@ class HostSession:
             self._log(f"{self.host.name} $ {command}")
         try:
             res = self.connection.run(
-                command, hide=True, warn=True, in_stream=False,
+                command,
+                hide=True,
+                warn=True,
+                in_stream=False,
                 timeout=timeout or self.ssh.command_timeout,
-            )  # fmt: skip
+            )
         except CommandTimedOut:
             raise ConnectError(
                 f"{self.host.name}: `{_short(command)}` did not finish within "
                 f"{timeout or self.ssh.command_timeout:g} s"
             ) from None
         except (OSError, EOFError, paramiko.SSHException) as exc:
-            raise ConnectError(f"{self.host.name}: connection lost: {exc or type(exc).__name__}") from None
+            raise ConnectError(
+                f"{self.host.name}: connection lost: {exc or type(exc).__name__}"
+            ) from None
         return CommandResult(command, res.exited, res.stdout, res.stderr)
 
     def run_privileged(self, command: str, *, timeout: float | None = None) -> CommandResult:
@@ -291,9 +309,12 @@ class HostSession:
             self._log(f"{self.host.name} $ sudo {command}")
         try:
             res = self.connection.sudo(
-                command, hide=True, warn=True, in_stream=False,
+                command,
+                hide=True,
+                warn=True,
+                in_stream=False,
                 timeout=timeout or self.ssh.command_timeout,
-            )  # fmt: skip
+            )
         except CommandTimedOut:
             raise ConnectError(f"{self.host.name}: `sudo {_short(command)}` timed out") from None
         except Exception as exc:  # invoke's AuthFailure and connection errors
@@ -312,9 +333,10 @@ class HostSession:
         if self._docker is None:
             cxn = self.connection
             client = docker.DockerClient(
-                base_url="tcp://127.0.0.1:9", version=api_version,
+                base_url="tcp://127.0.0.1:9",
+                version=api_version,
                 timeout=int(self.ssh.command_timeout),
-            )  # fmt: skip
+            )
             adapter = _SharedTransportAdapter(cxn, timeout=self.ssh.command_timeout)
             api = client.api
             api._custom_adapter = adapter

@@ -17,6 +17,7 @@ from orchestrator.model import LABEL_MANAGED, LABEL_PROBE, LABEL_PROMISC_BEFORE,
 
 SudoAbility = Literal["root", "yes", "no"]
 MARK = "@@orch@@"
+_SUDO: dict[str, SudoAbility] = {"root": "root", "yes": "yes", "no": "no"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +178,7 @@ def _addr(value: object) -> IPv4Address | None:
 def parse_network(raw: dict[str, Any]) -> NetworkState:
     """A NetworkState from the Docker API's network inspect JSON."""
     configs = (raw.get("IPAM") or {}).get("Config") or []
-    ipv4 = next((c for c in configs if _net(c.get("Subnet")) is not None), {})
+    ipv4: dict[str, Any] = next((c for c in configs if _net(c.get("Subnet")) is not None), {})
     options = raw.get("Options") or {}
     containers = []
     for cid, info in (raw.get("Containers") or {}).items():
@@ -228,7 +229,7 @@ def parse_observation(host: str, text: str) -> HostState:
     return HostState(
         host=host,
         user=sec.get("user", "").strip(),
-        sudo=sudo[0] if sudo[0] in ("root", "yes", "no") else "no",  # type: ignore[typeddict-item,misc]
+        sudo=_SUDO.get(sudo[0], "no"),
         links=parse_links(sec.get("links", "")),
         docker_api=api if docker_ok else None,
         docker_error="" if docker_ok else (docker_out.strip().splitlines() or ["no answer"])[-1],

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,12 +45,22 @@ NAME_RE = re.compile(r"[a-z][a-z0-9]{0,7}")
 MGMT_NIC = "enp0s8"
 DATA_NIC = "enp0s9"
 PROBE_IMAGE = "orch-probe:latest"
+# Like the vagrant user of the VirtualBox lab: not root, passwordless sudo, in the docker group,
+# and /bin/sh as shell (root's shell rc files on a developer machine can be slow).
+DEFAULT_USER = "orchlab"
 PROBE_TAR = "probe-rootfs.tar"
 MAX_HOSTS = 32
 DAEMON_WAIT = 30.0
 
 FaultKind = Literal["data-down", "mgmt-down", "docker-stop", "sshd-stop", "mac-filter", "rekey"]
-FAULTS: tuple[str, ...] = ("data-down", "mgmt-down", "docker-stop", "sshd-stop", "mac-filter", "rekey")
+FAULTS: tuple[str, ...] = (
+    "data-down",
+    "mgmt-down",
+    "docker-stop",
+    "sshd-stop",
+    "mac-filter",
+    "rekey",
+)
 
 
 @dataclass
@@ -209,18 +219,27 @@ class Lab:
         try:
             return LabState.load(self.state_file)
         except (OSError, ValueError, TypeError) as exc:
-            raise LabError(f"{self.state_file}: unreadable lab state ({exc}); run `orch lab down`")
+            raise LabError(
+                f"{self.state_file}: unreadable lab state ({exc}); run `orch lab down`"
+            ) from None
 
     # ----------------------------------------------------------------- preconditions
     @staticmethod
     def require_root() -> None:
         """Stop with one clear line when this machine cannot run a lab."""
         if platform.system() != "Linux":
-            raise LabError("orch lab needs Linux (network namespaces); this is " + platform.system())
+            raise LabError(
+                "orch lab needs Linux (network namespaces); this is " + platform.system()
+            )
         if os.geteuid() != 0:
-            raise LabError("orch lab needs root (it creates namespaces and bridges); run it with sudo")
-        missing = [b for b in ("ip", "sshd", "dockerd", "ssh-keygen", "nsenter", "unshare", "docker")
-                   if shutil.which(b) is None and not Path("/usr/sbin", b).exists()]  # fmt: skip
+            raise LabError(
+                "orch lab needs root (it creates namespaces and bridges); run it with sudo"
+            )
+        missing = [
+            b
+            for b in ("ip", "sshd", "dockerd", "ssh-keygen", "nsenter", "unshare", "docker")
+            if shutil.which(b) is None and not Path("/usr/sbin", b).exists()
+        ]
         if missing:
             raise LabError(
                 f"orch lab needs {', '.join(missing)}; install with: apt-get install iproute2 "
@@ -233,13 +252,19 @@ class Lab:
         for route in routes:
             dst = route.get("dst", "")
             dev = route.get("dev", "")
-            if dst in ("default", "") or dev == self.mgmt_bridge or route.get("type") == "broadcast":
+            if (
+                dst in ("default", "")
+                or dev == self.mgmt_bridge
+                or route.get("type") == "broadcast"
+            ):
                 continue
             with contextlib.suppress(ValueError):
                 net = ipaddress.ip_network(dst, strict=False)
-                if isinstance(net, IPv4Network) and net.overlaps(subnet) and route.get(
-                    "table"
-                ) in (None, "main", "local"):
+                if (
+                    isinstance(net, IPv4Network)
+                    and net.overlaps(subnet)
+                    and route.get("table") in (None, "main", "local")
+                ):
                     if route.get("type") == "local" and dev == self.mgmt_bridge:
                         continue
                     raise LabError(
@@ -252,7 +277,7 @@ class Lab:
         self,
         hosts: int = 2,
         subnet: str = "192.168.56.0/24",
-        user: str = "root",
+        user: str = DEFAULT_USER,
         sudo: bool = True,
         log: Callable[[str], None] = lambda _m: None,
     ) -> LabState:
@@ -282,30 +307,46 @@ class Lab:
             self._check_subnet(mgmt)
         created_user = previous.created_user if previous else False
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.state_dir, 0o755)
+        os.chmod(self.state_dir, 0o755)  # noqa: S103 - sshd and a non-root user read it
         self._prepare_run_dir()
         if user != "root":
             created_user = self._ensure_user(user) or created_user
             self._sudoers(user, sudo)
         state = previous or LabState(
-            name=self.name, subnet=str(mgmt), user=user, sudo=sudo, created_user=created_user,
+            name=self.name,
+            subnet=str(mgmt),
+            user=user,
+            sudo=sudo,
+            created_user=created_user,
             state_dir=str(self.state_dir),
-        )  # fmt: skip
+        )
         state.created_user = created_user
         state.sudo = sudo
         state.save(self.state_file)  # saved early: `down` can clean up after a failed `up`
 
         key = self.state_dir / "id_ed25519"
         if not key.exists():
-            _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"orch-lab-{self.name}",
-                  "-f", str(key)])  # fmt: skip
+            _run(
+                [
+                    "ssh-keygen",
+                    "-q",
+                    "-t",
+                    "ed25519",
+                    "-N",
+                    "",
+                    "-C",
+                    f"orch-lab-{self.name}",
+                    "-f",
+                    str(key),
+                ]
+            )
         shutil.copyfile(key.with_suffix(".pub"), self.run_dir / "authorized_keys")
         os.chmod(self.run_dir / "authorized_keys", 0o644)
         rootfs = build_rootfs_tar(find_busybox())
         (self.state_dir / PROBE_TAR).write_bytes(rootfs)
 
         self._bridges(mgmt)
-        gateway = mgmt.network_address + 1
+        self._etc_hosts([f"host{k}" for k in range(1, hosts + 1)])
         addresses = {k: str(mgmt.network_address + 100 + k) for k in range(1, hosts + 1)}
         existing = {h.index: h for h in state.hosts}
         for k in range(1, hosts + 1):
@@ -317,7 +358,7 @@ class Lab:
         state.save(self.state_file)
 
         def one(h: LabHostState) -> None:
-            self._host_up(h, mgmt, gateway, rootfs, log)
+            self._host_up(h, mgmt, rootfs, log)
 
         errors = _parallel(one, state.hosts)
         state.save(self.state_file)
@@ -329,8 +370,8 @@ class Lab:
 
     def _prepare_run_dir(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(RUN_ROOT, 0o755)
-        os.chmod(self.run_dir, 0o755)
+        for path in (RUN_ROOT, self.run_dir):
+            os.chmod(path, 0o755)  # noqa: S103 - a non-root SSH user reaches its socket
         mounts = Path("/proc/self/mountinfo").read_text()
         if f" {self.run_dir} " not in mounts:
             # A private bind mount of our own, so that namespace files can be bound under it.
@@ -339,6 +380,18 @@ class Lab:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
         NETNS_DIR.mkdir(parents=True, exist_ok=True)
 
+    def _etc_hosts(self, names: list[str] | None) -> None:
+        """Make the hosts' own names resolvable (sudo looks its host name up; without an entry
+        it waits for DNS timeouts), in a marked block of /etc/hosts; None removes the block."""
+        path = Path("/etc/hosts")
+        begin, end = f"# >>> orch-lab {self.name}", f"# <<< orch-lab {self.name}"
+        lines = path.read_text().splitlines()
+        if begin in lines and end in lines:
+            lines = lines[: lines.index(begin)] + lines[lines.index(end) + 1 :]
+        if names:
+            lines += [begin, *(f"127.0.1.1 {n}" for n in names), end]
+        path.write_text("\n".join(lines) + "\n")
+
     def _ensure_user(self, user: str) -> bool:
         _run(["groupadd", "-f", "docker"])
         try:
@@ -346,8 +399,21 @@ class Lab:
             _run(["usermod", "-a", "-G", "docker", user])
             return False
         except KeyError:
-            _run(["useradd", "--no-create-home", "--home-dir", "/nonexistent", "--shell",
-                  "/bin/sh", "-G", "docker", "-p", "*", user])  # fmt: skip
+            _run(
+                [
+                    "useradd",
+                    "--no-create-home",
+                    "--home-dir",
+                    "/nonexistent",
+                    "--shell",
+                    "/bin/sh",
+                    "-G",
+                    "docker",
+                    "-p",
+                    "*",
+                    user,
+                ]
+            )
             return True
 
     def _sudoers(self, user: str, sudo: bool) -> None:
@@ -381,7 +447,6 @@ class Lab:
         self,
         h: LabHostState,
         mgmt: IPv4Network,
-        gateway: IPv4Address,
         rootfs: bytes,
         log: Callable[[str], None],
     ) -> None:
@@ -396,25 +461,37 @@ class Lab:
             _run(["unshare", f"--uts={uts}", "hostname", h.name])
         ns_links = json.loads(_run(["ip", "-n", h.netns, "-j", "link", "show"]))
         names = {link["ifname"] for link in ns_links}
-        for nic, which, bridge in ((MGMT_NIC, "m", self.mgmt_bridge),
-                                   (DATA_NIC, "d", self.data_bridge)):  # fmt: skip
+        for nic, which, bridge in (
+            (MGMT_NIC, "m", self.mgmt_bridge),
+            (DATA_NIC, "d", self.data_bridge),
+        ):
             if nic in names:
                 continue
             outer = self.veth(k, which)  # type: ignore[arg-type]
             _run(["ip", "link", "del", outer], check=False)
-            _run(["ip", "link", "add", outer, "type", "veth", "peer", "name", nic, "netns",
-                  h.netns])  # fmt: skip
+            _run(
+                ["ip", "link", "add", outer, "type", "veth", "peer", "name", nic, "netns", h.netns]
+            )
             _run(["ip", "link", "set", outer, "master", bridge, "up"])
         _run(["ip", "-n", h.netns, "link", "set", "lo", "up"])
         _run(["ip", "-n", h.netns, "link", "set", MGMT_NIC, "up"])
         _run(["ip", "-n", h.netns, "link", "set", DATA_NIC, "up"])
         addrs = _run(["ip", "-n", h.netns, "-j", "addr", "show", "dev", MGMT_NIC])
         if f'"{h.address}"' not in addrs:
-            _run(["ip", "-n", h.netns, "addr", "add", f"{h.address}/{mgmt.prefixlen}",
-                  "dev", MGMT_NIC])  # fmt: skip
-        routes = _run(["ip", "-n", h.netns, "-j", "route", "show", "default"])
-        if "gateway" not in routes:
-            _run(["ip", "-n", h.netns, "route", "add", "default", "via", str(gateway)])
+            _run(
+                [
+                    "ip",
+                    "-n",
+                    h.netns,
+                    "addr",
+                    "add",
+                    f"{h.address}/{mgmt.prefixlen}",
+                    "dev",
+                    MGMT_NIC,
+                ]
+            )
+        # No default route: a lab host reaches only its own subnets, so nothing it sends
+        # (a DNS query, say) can leave this machine.
         self._start_dockerd(h)
         self._start_sshd(h)
         if not _wait_tcp(h.address, 22, DAEMON_WAIT):
@@ -424,15 +501,22 @@ class Lab:
         log(f"{h.name}: up ({h.address})")
 
     def _nsenter(self, h: LabHostState) -> list[str]:
-        return ["nsenter", f"--net={NETNS_DIR / h.netns}", f"--uts={self.host_dir(h.index) / 'uts'}"]
+        return [
+            "nsenter",
+            f"--net={NETNS_DIR / h.netns}",
+            f"--uts={self.host_dir(h.index) / 'uts'}",
+        ]
 
     def _spawn(self, h: LabHostState, argv: list[str], logname: str) -> int:
         logfile = open(self.host_dir(h.index) / logname, "ab")  # noqa: SIM115
         with logfile:
             proc = subprocess.Popen(
                 [*self._nsenter(h), *argv],
-                stdin=subprocess.DEVNULL, stdout=logfile, stderr=logfile, start_new_session=True,
-            )  # fmt: skip
+                stdin=subprocess.DEVNULL,
+                stdout=logfile,
+                stderr=logfile,
+                start_new_session=True,
+            )
         return proc.pid
 
     def _start_dockerd(self, h: LabHostState) -> None:
@@ -444,12 +528,24 @@ class Lab:
         sock = self.docker_sock(h.index)
         sock.unlink(missing_ok=True)
         argv = [
-            "dockerd", "--data-root", str(data), "--exec-root", str(hdir / "exec"),
-            "-H", f"unix://{sock}", "--pidfile", str(hdir / "docker.pid"),
-            "--iptables=false", "--ip6tables=false", "--bridge=none", "--ip-forward=false",
-            "--shutdown-timeout=2", "--group", "docker" if _group_exists("docker") else "root",
+            "dockerd",
+            "--data-root",
+            str(data),
+            "--exec-root",
+            str(hdir / "exec"),
+            "-H",
+            f"unix://{sock}",
+            "--pidfile",
+            str(hdir / "docker.pid"),
+            "--iptables=false",
+            "--ip6tables=false",
+            "--bridge=none",
+            "--ip-forward=false",
+            "--shutdown-timeout=2",
+            "--group",
+            "docker" if _group_exists("docker") else "root",
             "--log-level=warn",
-        ]  # fmt: skip
+        ]
         h.dockerd_pid = self._spawn(h, argv, "dockerd.log")
 
     def _wait_docker(self, h: LabHostState) -> None:
@@ -578,16 +674,29 @@ class Lab:
             _run(["ip", "link", "del", bridge], check=False)
             if shutil.which("iptables"):
                 rule = ["FORWARD", "-i", bridge, "-o", bridge, "-j", "ACCEPT"]
-                while subprocess.run(["iptables", "-D", *rule], capture_output=True).returncode == 0:
+                while (
+                    subprocess.run(["iptables", "-D", *rule], capture_output=True).returncode == 0
+                ):
                     pass
         Path(f"/etc/sudoers.d/orch-lab-{self.name}").unlink(missing_ok=True)
-        if state is not None and state.created_user and state.user != "root":
+        self._etc_hosts(None)
+        others = [p for p in RUN_ROOT.glob("*") if p.name != self.name] if RUN_ROOT.exists() else []
+        if state is not None and state.created_user and state.user != "root" and not others:
             _run(["userdel", state.user], check=False)
         self._unmount_under(self.run_dir)
         shutil.rmtree(self.run_dir, ignore_errors=True)
         shutil.rmtree(self.data_dir, ignore_errors=True)
-        for name in ("lab.json", "hosts.toml", "known_hosts", "id_ed25519", "id_ed25519.pub",
-                     PROBE_TAR):  # fmt: skip
+        for root in (RUN_ROOT, DATA_ROOT):
+            with contextlib.suppress(OSError):
+                root.rmdir()
+        for name in (
+            "lab.json",
+            "hosts.toml",
+            "known_hosts",
+            "id_ed25519",
+            "id_ed25519.pub",
+            PROBE_TAR,
+        ):
             (self.state_dir / name).unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             self.state_dir.rmdir()
@@ -599,7 +708,7 @@ class Lab:
         found = []
         prefix = f"orch-{self.name}-h"
         for path in NETNS_DIR.glob(prefix + "*"):
-            suffix = path.name[len(prefix):]
+            suffix = path.name[len(prefix) :]
             if suffix.isdigit():
                 k = int(suffix)
                 found.append(LabHostState(index=k, name=f"host{k}", netns=path.name, address=""))
@@ -607,7 +716,9 @@ class Lab:
             suffix = hdir.name[1:]
             if suffix.isdigit() and int(suffix) not in {h.index for h in found}:
                 k = int(suffix)
-                found.append(LabHostState(index=k, name=f"host{k}", netns=self.netns(k), address=""))
+                found.append(
+                    LabHostState(index=k, name=f"host{k}", netns=self.netns(k), address="")
+                )
         return found
 
     def _host_down(self, h: LabHostState) -> None:
@@ -632,7 +743,7 @@ class Lab:
         if (NETNS_DIR / h.netns).exists():
             _run(["ip", "netns", "del", h.netns], check=False)
         for which in ("m", "d"):
-            _run(["ip", "link", "del", self.veth(h.index, which)], check=False)  # type: ignore[arg-type]
+            _run(["ip", "link", "del", self.veth(h.index, which)], check=False)
 
     @staticmethod
     def _unmount_under(path: Path) -> None:
@@ -653,8 +764,10 @@ class Lab:
         for h in state.hosts:
             if h.name == name:
                 return h
-        raise LabError(f"lab {self.name!r} has no host {name!r}; "
-                       f"hosts: {', '.join(h.name for h in state.hosts)}")  # fmt: skip
+        raise LabError(
+            f"lab {self.name!r} has no host {name!r}; "
+            f"hosts: {', '.join(h.name for h in state.hosts)}"
+        )
 
     def fault(self, host: str, kind: str, on: bool) -> None:
         """Switch a fault on (`on=True`) or heal it on one host."""
@@ -714,11 +827,42 @@ class Lab:
             link = json.loads(_run(["ip", "-n", h.netns, "-j", "link", "show", "dev", DATA_NIC]))
             mac = link[0]["address"]
             _run(["nft", "add", "table", "bridge", table])
-            _run(["nft", "add", "chain", "bridge", table, "forward_filter",
-                  "{ type filter hook forward priority 0; policy accept; }"])  # fmt: skip
-            _run(["nft", "add", "rule", "bridge", table, "forward_filter", "oifname", port,
-                  "ether", "daddr", "!=", mac, "ether", "daddr", "&", "01:00:00:00:00:00", "==",
-                  "00:00:00:00:00:00", "drop", "comment", f'"{h.name}"'])  # fmt: skip
+            _run(
+                [
+                    "nft",
+                    "add",
+                    "chain",
+                    "bridge",
+                    table,
+                    "forward_filter",
+                    "{ type filter hook forward priority 0; policy accept; }",
+                ]
+            )
+            _run(
+                [
+                    "nft",
+                    "add",
+                    "rule",
+                    "bridge",
+                    table,
+                    "forward_filter",
+                    "oifname",
+                    port,
+                    "ether",
+                    "daddr",
+                    "!=",
+                    mac,
+                    "ether",
+                    "daddr",
+                    "&",
+                    "01:00:00:00:00:00",
+                    "==",
+                    "00:00:00:00:00:00",
+                    "drop",
+                    "comment",
+                    f'"{h.name}"',
+                ]
+            )
             return
         listing = _run(["nft", "-a", "list", "table", "bridge", table], check=False)
         for line in listing.splitlines():

@@ -15,9 +15,28 @@ from orchestrator.errors import LabError
 
 BUSYBOX_CANDIDATES = (Path("/bin/busybox"), Path("/usr/bin/busybox"))
 APPLETS = (
-    "sh", "ping", "ip", "sleep", "cat", "echo", "tail", "head", "tr", "grep", "sed", "awk",
-    "wc", "ls", "ps", "hostname", "true", "false", "timeout", "kill", "arping",
-)  # fmt: skip
+    "sh",
+    "ping",
+    "ip",
+    "sleep",
+    "cat",
+    "echo",
+    "tail",
+    "head",
+    "tr",
+    "grep",
+    "sed",
+    "awk",
+    "wc",
+    "ls",
+    "ps",
+    "hostname",
+    "true",
+    "false",
+    "timeout",
+    "kill",
+    "arping",
+)
 
 
 def find_busybox() -> Path:

@@ -1,0 +1,274 @@
+"""`orch verify`: start a probe per host and network, ping every other probe, clean up.
+
+Phases, each all hosts at once: (1) observe, remove probes left by an interrupted run, make sure
+the probe image is there (load it from a tar if asked), start the probes; (2) each probe pings
+all targets concurrently in one exec; (3) remove the probes (also on failure and Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import secrets
+import tarfile
+import time
+from pathlib import Path
+from typing import Any
+
+import docker
+
+from orchestrator.apply import observe_host
+from orchestrator.errors import OrchError
+from orchestrator.matrix import (
+    HostDiagnosis,
+    NetworkMatrix,
+    PingResult,
+    Probe,
+    VerifyResult,
+    build_matrix,
+    parse_ping_output,
+    ping_script,
+)
+from orchestrator.model import LABEL_NETWORK, LABEL_PROBE, Host
+from orchestrator.ops import Context
+from orchestrator.parallel import for_each
+from orchestrator.plan import plan_setup
+from orchestrator.session import HostSession
+from orchestrator.state import HostState, promisc_nic
+
+PROBE_LIFETIME_S = 600  # a probe that escapes cleanup ends by itself
+
+
+def _split_image(ref: str) -> tuple[str, str]:
+    name, _, tag = ref.rpartition(":")
+    if not name or "/" in tag:
+        return ref, "latest"
+    return name, tag
+
+
+def load_image(client: docker.DockerClient, image: str, tar: Path) -> None:
+    """Load `tar` onto an engine: a `docker save` archive, or a rootfs tar to import as `image`."""
+    data = tar.read_bytes()
+    with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+        names = set(archive.getnames())
+    if "manifest.json" in names:
+        client.api.load_image(data)
+    else:
+        repo, tag = _split_image(image)
+        client.api.import_image_from_data(data, repository=repo, tag=tag)
+
+
+class _HostRun:
+    """Probes of one host in one verify run."""
+
+    def __init__(self, ctx: Context, host: Host, run_id: str, probe_tar: Path | None) -> None:
+        self.ctx = ctx
+        self.host = host
+        self.session: HostSession = ctx.session(host)
+        self.run_id = run_id
+        self.probe_tar = probe_tar
+        self.state: HostState | None = None
+        self.client: docker.DockerClient | None = None
+        self.probes: dict[str, Probe] = {}
+        self.containers: dict[str, str] = {}  # network -> container id
+        self.error = ""
+
+    def start(self) -> None:
+        state = observe_host(self.session, self.ctx.inventory)
+        self.state = state
+        if state.docker_api is None:
+            self.error = f"Docker engine does not answer: {state.docker_error}"
+            return
+        client = self.client = self.session.docker(state.docker_api)
+        for name in state.probes:  # left by an interrupted run
+            _remove(client, name)
+        image = self.ctx.inventory.verify.image
+        try:
+            client.api.inspect_image(image)
+        except docker.errors.NotFound:
+            if self.probe_tar is None:
+                self.error = (
+                    f"probe image {image} is not on this host and orch does not pull; "
+                    "load it with --probe-tar FILE (a `docker save` archive or a "
+                    "rootfs tar) or `docker pull` it there"
+                )
+                return
+            self.session.log(f"loading {self.probe_tar} as {image}")
+            load_image(client, image, self.probe_tar)
+        for spec in self.ctx.inventory.networks:
+            if self.ctx.cancel.is_set():
+                return
+            net = state.networks.get(spec.name)
+            if net is None:
+                self.probes[spec.name] = Probe(
+                    self.host.name, spec.name, error=f"network {spec.name} is missing"
+                )
+                continue
+            try:
+                self.probes[spec.name] = self._start_probe(client, spec.name, image)
+            except docker.errors.DockerException as exc:
+                text = str(getattr(exc, "explanation", None) or exc)
+                self.probes[spec.name] = Probe(self.host.name, spec.name, error=text)
+
+    def _start_probe(self, client: docker.DockerClient, network: str, image: str) -> Probe:
+        name = f"orch-probe-{network}-{self.run_id}"[:63]
+        api = client.api
+        host_config = api.create_host_config(
+            cap_drop=["ALL"],
+            cap_add=["NET_RAW"],
+            read_only=True,
+            network_mode=network,
+        )
+        container = api.create_container(
+            image,
+            command=["sleep", str(PROBE_LIFETIME_S)],
+            name=name,
+            labels={LABEL_PROBE: "true", LABEL_NETWORK: network},
+            host_config=host_config,
+            hostname=f"probe-{self.host.name}"[:63],
+            network_disabled=False,
+        )
+        cid = container["Id"]
+        self.containers[network] = cid
+        api.start(cid)
+        info: dict[str, Any] = api.inspect_container(cid)
+        nets = info.get("NetworkSettings", {}).get("Networks", {}) or {}
+        ip = str((nets.get(network) or {}).get("IPAddress", ""))
+        self.session.log(f"probe {name} on {network} at {ip}")
+        if not ip:
+            return Probe(self.host.name, network, error="probe got no address")
+        return Probe(self.host.name, network, ip=ip)
+
+    def ping(
+        self, targets: dict[str, list[str]]
+    ) -> dict[str, tuple[dict[str, PingResult], dict[str, bool]] | str]:
+        """network -> parsed ping output of this host's probe (or the exec's error)."""
+        out: dict[str, tuple[dict[str, PingResult], dict[str, bool]] | str] = {}
+        if self.client is None:
+            return out
+        for network, ips in targets.items():
+            cid = self.containers.get(network)
+            probe = self.probes.get(network)
+            if cid is None or probe is None or not probe.ok or not ips:
+                continue
+            script = ping_script(ips, self.ctx.inventory.verify)
+            try:
+                exec_id = self.client.api.exec_create(cid, ["sh", "-c", script])
+                raw = self.client.api.exec_start(exec_id["Id"])
+            except docker.errors.DockerException as exc:
+                out[network] = str(getattr(exc, "explanation", None) or exc)
+                continue
+            out[network] = parse_ping_output(raw.decode(errors="replace"))
+        return out
+
+    def cleanup(self) -> None:
+        if self.client is None:
+            return
+        for cid in list(self.containers.values()):
+            _remove(self.client, cid)
+        self.containers.clear()
+
+
+def _remove(client: docker.DockerClient, ref: str) -> None:
+    with contextlib.suppress(docker.errors.NotFound):
+        client.api.remove_container(ref, force=True)
+
+
+def run_verify(ctx: Context, probe_tar: Path | None = None, keep: bool = False) -> VerifyResult:
+    """Probe every selected host on every inventory network and build the matrices."""
+    started = time.monotonic()
+    run_id = secrets.token_hex(4)
+    hosts = ctx.hosts
+    runs = {h.name: _HostRun(ctx, h, run_id, probe_tar) for h in hosts}
+    errors: list[str] = []
+    try:
+        started_ = for_each(
+            hosts, lambda h: runs[h.name].start(), cancel=ctx.cancel, name=lambda h: h.name
+        )
+        for h, r in started_.items():
+            if isinstance(r, OrchError):
+                runs[h.name].error = str(r).removeprefix(f"{h.name}: ")
+        targets = {
+            spec.name: {
+                n: run.probes[spec.name].ip
+                for n, run in runs.items()
+                if spec.name in run.probes and run.probes[spec.name].ok
+            }
+            for spec in ctx.inventory.networks
+        }
+
+        def ping(h: Host) -> dict[str, tuple[dict[str, PingResult], dict[str, bool]] | str]:
+            mine = {
+                net: [ip for other, ip in t.items() if other != h.name]
+                for net, t in targets.items()
+            }
+            return runs[h.name].ping(mine)
+
+        pinged = for_each(hosts, ping, cancel=ctx.cancel, name=lambda h: h.name)
+    finally:
+        if not keep:
+            for_each(list(runs.values()), lambda r: r.cleanup(), name=lambda r: r.host.name)
+    observed = {n: r.state for n, r in runs.items() if r.state is not None}
+    diagnosis = _diagnose(ctx, runs, observed)
+    matrices: list[NetworkMatrix] = []
+    names = [h.name for h in hosts]
+    for spec in ctx.inventory.networks:
+        probes: dict[str, Probe] = {}
+        pings: dict[str, tuple[dict[str, PingResult], dict[str, bool]] | str] = {}
+        for h in hosts:
+            run = runs[h.name]
+            if run.error:
+                probes[h.name] = Probe(h.name, spec.name, error=run.error)
+                continue
+            probes[h.name] = run.probes.get(
+                spec.name, Probe(h.name, spec.name, error="not started")
+            )
+            result = pinged.get(h)
+            if isinstance(result, OrchError):
+                pings[h.name] = str(result)
+            elif result is not None and spec.name in result:
+                pings[h.name] = result[spec.name]
+        matrices.append(build_matrix(spec.name, names, probes, pings, diagnosis.get(spec.name)))
+    return VerifyResult(tuple(matrices), time.monotonic() - started, tuple(errors))
+
+
+def _diagnose(
+    ctx: Context, runs: dict[str, _HostRun], observed: dict[str, HostState]
+) -> dict[str, dict[str, HostDiagnosis]]:
+    """network -> host -> facts that explain a failing row or column."""
+    everyone: dict[str, HostState | OrchError] = {
+        h.name: OrchError("not observed") for h in ctx.inventory.hosts
+    }
+    everyone.update(observed)
+    try:
+        by_host = plan_setup(ctx.inventory, everyone, [h.name for h in ctx.hosts]).by_host()
+    except OrchError:
+        by_host = {}
+    out: dict[str, dict[str, HostDiagnosis]] = {}
+    for spec in ctx.inventory.networks:
+        per: dict[str, HostDiagnosis] = {}
+        for h in ctx.hosts:
+            run = runs[h.name]
+            state = observed.get(h.name)
+            if state is None or state.docker_api is None:
+                per[h.name] = HostDiagnosis(docker_ok=False, docker_error=run.error or "no answer")
+                continue
+            nic = promisc_nic(spec.parent_for(h))
+            link = state.links.get(nic)
+            net = state.networks.get(spec.name)
+            change = next((c for c in by_host.get(h.name, []) if c.target == spec.name), None)
+            if net is None:
+                word = "absent"
+            elif change is not None and change.action == "noop":
+                word = "in sync"
+            else:
+                word = "drift" if net.managed else "not orch's"
+            per[h.name] = HostDiagnosis(
+                network_state=word,
+                nic=nic,
+                nic_exists=link is not None,
+                nic_up=bool(link and link.up and link.lower_up),
+                nic_promisc=bool(link and link.promisc),
+            )
+        out[spec.name] = per
+    return out
