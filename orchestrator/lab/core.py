@@ -16,6 +16,7 @@ Layout for a lab called NAME:
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import grp
 import ipaddress
 import json
@@ -385,12 +386,16 @@ class Lab:
         it waits for DNS timeouts), in a marked block of /etc/hosts; None removes the block."""
         path = Path("/etc/hosts")
         begin, end = f"# >>> orch-lab {self.name}", f"# <<< orch-lab {self.name}"
-        lines = path.read_text().splitlines()
-        if begin in lines and end in lines:
-            lines = lines[: lines.index(begin)] + lines[lines.index(end) + 1 :]
-        if names:
-            lines += [begin, *(f"127.0.1.1 {n}" for n in names), end]
-        path.write_text("\n".join(lines) + "\n")
+        RUN_ROOT.mkdir(parents=True, exist_ok=True)
+        # Labs going up or down at the same time must not lose each other's blocks.
+        with open(RUN_ROOT / ".etc-hosts.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            lines = path.read_text().splitlines()
+            if begin in lines and end in lines:
+                lines = lines[: lines.index(begin)] + lines[lines.index(end) + 1 :]
+            if names:
+                lines += [begin, *(f"127.0.1.1 {n}" for n in names), end]
+            path.write_text("\n".join(lines) + "\n")
 
     def _ensure_user(self, user: str) -> bool:
         _run(["groupadd", "-f", "docker"])
@@ -680,12 +685,14 @@ class Lab:
                     pass
         Path(f"/etc/sudoers.d/orch-lab-{self.name}").unlink(missing_ok=True)
         self._etc_hosts(None)
-        others = [p for p in RUN_ROOT.glob("*") if p.name != self.name] if RUN_ROOT.exists() else []
+        others = [p for p in RUN_ROOT.glob("*") if p.is_dir() and p.name != self.name]
         if state is not None and state.created_user and state.user != "root" and not others:
             _run(["userdel", state.user], check=False)
         self._unmount_under(self.run_dir)
         shutil.rmtree(self.run_dir, ignore_errors=True)
         shutil.rmtree(self.data_dir, ignore_errors=True)
+        if not others:
+            (RUN_ROOT / ".etc-hosts.lock").unlink(missing_ok=True)
         for root in (RUN_ROOT, DATA_ROOT):
             with contextlib.suppress(OSError):
                 root.rmdir()
