@@ -106,6 +106,7 @@ class HostDiagnosis:
 
     docker_ok: bool = True
     docker_error: str = ""
+    reachable: bool = True  # False: the host itself could not be observed (SSH)
     network_state: str = "in sync"  # in sync | absent | drift | not orch's
     nic: str = ""
     nic_exists: bool = True
@@ -155,7 +156,7 @@ def ping_script(targets: list[str], settings: VerifySettings) -> str:
     for target in targets:
         t = shlex.quote(target)
         parts.append(
-            f'(r=$({ping} {t} 2>&1 | tail -n 3 | tr "\\n" " "); echo "{PING_MARK} {target} $r") &'
+            f'(r=$({ping} {t} 2>&1 | tail -n 3 | tr "\\n" " "); echo {PING_MARK} {t} "$r") &'
         )
     return " ".join(parts) + f" wait; echo {NEIGH_MARK}; ip neigh show 2>&1"
 
@@ -274,9 +275,12 @@ def make_hints(matrix: NetworkMatrix, diagnosis: dict[str, HostDiagnosis]) -> li
     hosts = matrix.hosts
     if len(hosts) < 2:
         return hints
+    probe_errors = dict(matrix.probe_errors)
     for host in hosts:
-        col = [c for c in matrix.cells if c.dst == host]
-        row = [c for c in matrix.cells if c.src == host]
+        # Pairs with a peer whose probe did not start are explained by that peer's hint.
+        skip = set() if host in probe_errors else set(probe_errors)
+        col = [c for c in matrix.cells if c.dst == host and c.src not in skip]
+        row = [c for c in matrix.cells if c.src == host and c.dst not in skip]
         if all(c.ok for c in col) and all(c.ok for c in row):
             continue
         whole_col = bool(col) and not any(c.ok for c in col)
@@ -285,7 +289,9 @@ def make_hints(matrix: NetworkMatrix, diagnosis: dict[str, HostDiagnosis]) -> li
             continue
         d = diagnosis.get(host, HostDiagnosis())
         name = matrix.network
-        if not d.docker_ok:
+        if not d.reachable:
+            hints.append(f"{host}: orch could not reach it ({d.docker_error}); see `orch status`")
+        elif not d.docker_ok:
             hints.append(
                 f"{host}: the Docker engine does not answer ({d.docker_error}); start dockerd there"
             )
@@ -300,11 +306,14 @@ def make_hints(matrix: NetworkMatrix, diagnosis: dict[str, HostDiagnosis]) -> li
             hints.append(f"{host}: parent NIC {d.nic} does not exist")
         elif not d.nic_up:
             hints.append(
-                f"{host}: parent NIC {d.nic} is DOWN; bring it up "
+                f"{host}: parent NIC {d.nic} is DOWN or has no carrier; bring it up "
                 f"(`ip link set {d.nic} up`) or run `orch setup`"
             )
         elif not d.nic_promisc:
             hints.append(f"{host}: parent NIC {d.nic} is not in promiscuous mode; run `orch setup`")
+        elif host in probe_errors:
+            # Nothing was pinged to or from it: not a cabling or ARP problem.
+            hints.append(f"{host}: its probe did not start: {probe_errors[host]}")
         elif whole_col and any(c.arp_resolved for c in col):
             hints.append(
                 f"{host}: ARP toward {host} resolves but every ping to it is lost: the NIC or "

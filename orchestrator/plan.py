@@ -142,9 +142,28 @@ def allocate_ranges(
                 problems[(host, spec.name)] = f"its range {rng} overlaps {fixed[clash]} of {clash}"
             else:
                 fixed[host] = rng
-        prefix = spec.range_prefix or default_prefix(spec.subnet, len(names))
+        prefix = (
+            spec.range_prefix
+            or _kept_prefix(observed, spec.name)
+            or default_prefix(spec.subnet, len(names))
+        )
         ranges[spec.name] = allocate(spec.subnet, names, prefix, fixed, network=spec.name)
     return ranges, problems
+
+
+def _kept_prefix(observed: Observed, network: str) -> int | None:
+    """The slice size the hosts already use for `network` (the most common one), if any.
+
+    Keeping it stable matters: a host that cannot be observed right now keeps the slice it would
+    get in inventory order only if the slice size does not change between runs.
+    """
+    sizes: dict[int, int] = {}
+    for state in observed.values():
+        if isinstance(state, HostState):
+            net = state.networks.get(network)
+            if net is not None and net.managed and net.ip_range is not None:
+                sizes[net.ip_range.prefixlen] = sizes.get(net.ip_range.prefixlen, 0) + 1
+    return max(sizes, key=lambda p: (sizes[p], -p)) if sizes else None
 
 
 def plan_setup(
@@ -290,8 +309,9 @@ def _plan_network(
         # Promisc before orch: inherited from another orch network on the same NIC, if any.
         before = nic_promisc
         for other in all_networks.values():
-            if other.managed and promisc_nic(other.parent) == promisc_nic(spec.parent_for(host)):
-                before = bool(other.promisc_before)
+            same_nic = promisc_nic(other.parent) == promisc_nic(spec.parent_for(host))
+            if other.managed and same_nic and other.promisc_before is not None:
+                before = other.promisc_before
         return Change(
             host.name,
             "create_network",

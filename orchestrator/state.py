@@ -107,23 +107,23 @@ def observe_script(networks: list[str]) -> str:
     fmt = shlex.quote("{{.Server.APIVersion}}")
     lines = [
         'PATH="$PATH:/usr/sbin:/sbin"; export PATH',
-        f"echo {MARK}user; id -un",
-        f"echo {MARK}sudo",
+        f"echo; echo {MARK}user; id -un",
+        f"echo; echo {MARK}sudo",
         'if [ "$(id -u)" = 0 ]; then echo root; '
         "elif sudo -n true 2>/dev/null; then echo yes; else echo no; fi",
-        f"echo {MARK}links; ip -j -d link show 2>&1",
-        f"echo {MARK}docker; docker version --format {fmt} 2>&1",
+        f"echo; echo {MARK}links; ip -j -d link show 2>&1",
+        f"echo; echo {MARK}docker; docker version --format {fmt} 2>&1",
     ]
     if networks:
         lines.append(
-            f"echo {MARK}networks; docker network inspect --format '{{{{json .}}}}' {names}"
+            f"echo; echo {MARK}networks; docker network inspect --format '{{{{json .}}}}' {names}"
             " 2>/dev/null"
         )
     lines.append(
-        f"echo {MARK}probes; docker ps -a --filter {probe_filter} --format '{{{{.Names}}}}'"
+        f"echo; echo {MARK}probes; docker ps -a --filter {probe_filter} --format '{{{{.Names}}}}'"
         " 2>/dev/null"
     )
-    lines.append(f"echo {MARK}end")
+    lines.append(f"echo; echo {MARK}end")
     return "\n".join(lines) + "\n"
 
 

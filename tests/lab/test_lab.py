@@ -16,8 +16,11 @@ def test_lab_hosts_are_real_and_separate(lab_factory: Callable[..., LabHandle], 
     roots, macs = set(), set()
     for host in lab.hosts:
         # Strict host-key checking against the lab's known_hosts, with no prompt.
-        out = lab.ssh(host, "hostname; docker info --format '{{.DockerRootDir}}'; "
-                      "docker image inspect orch-probe:latest --format '{{.Id}}'")
+        out = lab.ssh(
+            host,
+            "hostname; docker info --format '{{.DockerRootDir}}'; "
+            "docker image inspect orch-probe:latest --format '{{.Id}}'",
+        )
         assert out.returncode == 0, out.stderr
         name, root, image = out.stdout.split()
         assert name == host
@@ -63,8 +66,18 @@ def test_lab_up_is_idempotent_and_down_leaves_nothing(
 
 def test_lab_refuses_a_subnet_in_use(lab_factory: Callable[..., LabHandle]) -> None:
     lab = lab_factory(1)
-    other = run_orch("lab", "up", "--hosts", "1", "--name", "tclash", "--state-dir",
-                     str(lab.state_dir / "other"), "--subnet", lab.subnet)
+    other = run_orch(
+        "lab",
+        "up",
+        "--hosts",
+        "1",
+        "--name",
+        "tclash",
+        "--state-dir",
+        str(lab.state_dir / "other"),
+        "--subnet",
+        lab.subnet,
+    )
     assert other.code == 5, other
     assert "overlaps" in other.stderr and "--subnet" in other.stderr
     assert lab_leftovers("tclash") == []
