@@ -251,7 +251,11 @@ def _diagnose(
             run = runs[h.name]
             state = observed.get(h.name)
             if state is None or state.docker_api is None:
-                per[h.name] = HostDiagnosis(docker_ok=False, docker_error=run.error or "no answer")
+                # run.error already starts with "Docker engine does not answer"; the hint says so
+                why = (state.docker_error if state is not None else "") or run.error
+                per[h.name] = HostDiagnosis(
+                    docker_ok=False, docker_error=why or "no answer", reachable=state is not None
+                )
                 continue
             nic = promisc_nic(spec.parent_for(h))
             link = state.links.get(nic)
