@@ -7,19 +7,29 @@ interrupted, what this run already did on that host is undone, so no host is lef
 
 from __future__ import annotations
 
+import re
 import shlex
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import docker
+import paramiko
 from docker.types import IPAMConfig, IPAMPool
 
 from orchestrator.errors import ConnectError, DockerError, OrchError, RemoteCommandError
-from orchestrator.model import Inventory
+from orchestrator.model import LABEL_MANAGED, Inventory
 from orchestrator.plan import Change
 from orchestrator.session import CommandResult, HostSession
-from orchestrator.state import HostState, labels_for, observe_script, parse_observation
+from orchestrator.state import (
+    MARK,
+    HostState,
+    labels_for,
+    observe_script,
+    parse_observation,
+    promisc_nic,
+)
 
 Status = Literal["changed", "unchanged", "failed"]
 
@@ -54,6 +64,11 @@ def observe_host(session: HostSession, inventory: Inventory) -> HostState:
     script = observe_script([n.name for n in inventory.networks])
     result = session.run(script, log=False)
     session.log("observed (user, sudo, links, docker, networks) in one command")
+    if f"{MARK}end" not in result.stdout:
+        raise ConnectError(
+            f"{session.host.name}: observation cut short (exit {result.exited}): "
+            f"{(result.stderr.strip().splitlines() or ['no output'])[-1]}"
+        )
     state = parse_observation(session.host.name, result.stdout)
     session.is_root = state.is_root
     return state
@@ -63,12 +78,13 @@ def explain_docker_error(exc: Exception, change: Change) -> str:
     """A Docker engine error in words a user understands."""
     text = str(getattr(exc, "explanation", None) or exc)
     spec = change.network
-    if "Pool overlaps" in text:
+    if "Pool overlaps" in text or ("allocate gateway" in text and "already in use" in text):
+        # Docker says "Pool overlaps ..." or, when another network already holds the
+        # gateway address, "failed to allocate gateway (...): Address already in use".
         subnet = spec.subnet if spec else "the subnet"
         return (
-            f"subnet {subnet} overlaps another network on this engine (Docker: Pool overlaps "
-            "with other one on this address space); remove that network or choose another "
-            "subnet"
+            f"subnet {subnet} overlaps another network on this engine (Docker: {text}); "
+            "remove that network or choose another subnet"
         )
     if "already using parent interface" in text:
         return (
@@ -157,29 +173,54 @@ def apply_host(
     if not todo:
         return HostReport(host, "unchanged", unchanged=unchanged)
     undo: list[tuple[str, Any]] = []
+    owners: list[Change] = []  # the change each undo entry belongs to
     done: list[Change] = []
-    client = session.docker(state.docker_api) if state.docker_api else None
+    change = todo[0]
+    try:
+        client = session.docker(state.docker_api) if state.docker_api else None
+    except Exception as exc:  # the SSH connection broke since the observation
+        message = _failure_text(exc, change, host)
+        return HostReport(host, "failed", error=f"{change.target}: {message}", unchanged=unchanged)
     try:
         for change in todo:
             if cancel is not None and cancel.is_set():
                 raise OrchError("interrupted (Ctrl-C)")
-            _apply_one(session, client, change, state, undo)
-            done.append(change)
-    except (OrchError, docker.errors.DockerException) as exc:
-        message = str(exc)
-        if isinstance(exc, docker.errors.DockerException):
-            message = explain_docker_error(exc, change)
-        message = message.removeprefix(f"{host}: ")
-        rolled = _rollback(session, client, undo)
+            before = len(undo)
+            did = _apply_one(session, client, change, state, undo)
+            owners.extend([change] * (len(undo) - before))
+            if did:
+                done.append(change)
+    except Exception as exc:  # every failure, also a broken connection, rolls back
+        message = _failure_text(exc, change, host)
+        left: list[int] = []
+        rolled = _rollback(session, client, undo, left)
+        for line in rolled:
+            session.log(f"undo: {line}")
+        # What could not be undone is still in effect on the host: say so in `done`.
+        kept = tuple(dict.fromkeys(owners[i] for i in sorted(left)))
         return HostReport(
             host,
             "failed",
-            done=(),
+            done=kept,
             error=f"{change.target}: {message}",
             rolled_back=tuple(rolled),
             unchanged=unchanged,
         )
-    return HostReport(host, "changed", done=tuple(done), unchanged=unchanged)
+    return HostReport(
+        host, "changed" if done else "unchanged", done=tuple(done), unchanged=unchanged
+    )
+
+
+def _failure_text(exc: Exception, change: Change, host: str) -> str:
+    """Why a step failed, in user words (without the host name in front)."""
+    if isinstance(exc, docker.errors.DockerException):
+        return explain_docker_error(exc, change)
+    if isinstance(exc, OrchError):
+        return str(exc).removeprefix(f"{host}: ")
+    if isinstance(exc, OSError | EOFError | paramiko.SSHException):
+        detail = str(exc) or type(exc).__name__
+        return f"the SSH connection to the host broke ({detail})"
+    return f"unexpected {type(exc).__name__}: {exc}"
 
 
 def _apply_one(
@@ -188,28 +229,32 @@ def _apply_one(
     change: Change,
     state: HostState,
     undo: list[tuple[str, Any]],
-) -> None:
+) -> bool:
+    """Carry out one change, recording how to undo it; False when it turned out to be done
+    already (by a concurrent run)."""
     if change.action == "set_promisc":
         was = state.links[change.target]
         words = (["up"] if change.nic_up else []) + ["promisc", "on"]
         _ip_link(session, change.target, *words)
         session.log(f"{change.target}: {' '.join(words)}")
         undo.append(("link", (change.target, was.up, was.promisc)))
-        return
+        return True
     if change.action == "restore_promisc":
         _ip_link(session, change.target, "promisc", "off")
         session.log(f"{change.target}: promisc off")
         undo.append(("link", (change.target, True, True)))
-        return
+        return True
     if client is None:
         raise DockerError("the Docker engine does not answer")
     if change.action == "create_network":
         try:
             net_id = create_network(client, change)
         except docker.errors.APIError as exc:
-            if "already exists" in str(exc) and _created_meanwhile(client, change):
+            # A concurrent run may have won the race: Docker then says "already exists", or,
+            # when both passed its name check at once, that the pool or parent is taken.
+            if _RACE_ERRORS.search(str(exc)) and _created_meanwhile(client, change):
                 session.log(f"{change.target}: created meanwhile by another run; in sync")
-                return
+                return False
             raise
         session.log(f"{change.target}: created ({net_id[:12]}, range {change.ip_range})")
         undo.append(("network", net_id))
@@ -220,16 +265,30 @@ def _apply_one(
     elif change.action == "remove_network":
         _remove_network(client, change.target, force=change.force)
         session.log(f"{change.target}: removed")
+    return True
+
+
+_RACE_ERRORS = re.compile(
+    r"already exists|Pool overlaps|already using parent interface|Address already in use"
+)
 
 
 def _created_meanwhile(client: docker.DockerClient, change: Change) -> bool:
     """True when a concurrent run created exactly the network we wanted."""
     from orchestrator.state import parse_network
 
-    try:
-        net = parse_network(client.api.inspect_network(change.target))
-    except docker.errors.DockerException:
-        return False
+    # The winner may still be finishing its create (the address pool is taken a moment before
+    # the network shows up by name): look a few times before calling it a real failure.
+    for attempt in range(3):
+        try:
+            net = parse_network(client.api.inspect_network(change.target))
+            break
+        except docker.errors.NotFound:
+            if attempt == 2:
+                return False
+            time.sleep(0.2)
+        except docker.errors.DockerException:
+            return False
     spec = change.network
     return bool(
         spec is not None
@@ -240,21 +299,62 @@ def _created_meanwhile(client: docker.DockerClient, change: Change) -> bool:
     )
 
 
+def _orch_network_on(client: docker.DockerClient, nic: str) -> bool:
+    """True when an orch network on the engine has `nic` as its parent's base NIC."""
+    nets: list[dict[str, Any]] = client.api.networks(filters={"label": f"{LABEL_MANAGED}=true"})
+    return any(promisc_nic(str((n.get("Options") or {}).get("parent", ""))) == nic for n in nets)
+
+
 def _rollback(
-    session: HostSession, client: docker.DockerClient | None, undo: list[tuple[str, Any]]
+    session: HostSession,
+    client: docker.DockerClient | None,
+    undo: list[tuple[str, Any]],
+    left: list[int] | None = None,
 ) -> list[str]:
+    """Undo `undo` in reverse order; returns one line per entry. Indexes of entries that could
+    not be undone (the host stopped answering, say) are appended to `left`."""
     rolled: list[str] = []
-    for kind, what in reversed(undo):
+    host = session.host.name
+    broken = ""  # once the connection is gone, do not wait out a timeout per entry
+    for index in reversed(range(len(undo))):
+        kind, what = undo[index]
         try:
-            if kind == "network" and client is not None:
+            if broken:
+                raise ConnectError(broken)
+            if kind == "network":
+                if client is None:
+                    raise DockerError("no Docker client")
                 client.api.remove_network(what)
                 rolled.append(f"removed network {what[:12]}")
             elif kind == "link":
                 nic, up, promisc = what
+                if not promisc and client is not None and _orch_network_on(client, nic):
+                    rolled.append(
+                        f"kept {nic} promisc on: an orch network that another run made "
+                        "meanwhile uses it"
+                    )
+                    continue
                 _ip_link(session, nic, "promisc", "on" if promisc else "off")
                 if not up:
                     _ip_link(session, nic, "down")
                 rolled.append(f"{nic} back to promisc {'on' if promisc else 'off'}")
-        except (OrchError, docker.errors.DockerException, ConnectError) as exc:
-            rolled.append(f"could not undo {kind} {what}: {exc}; rerun after healing")
+        except Exception as exc:  # best effort: report, go on with the rest
+            if left is not None:
+                left.append(index)
+            reason = str(exc).removeprefix(f"{host}: ") or type(exc).__name__
+            if isinstance(exc, ConnectError | OSError | EOFError | paramiko.SSHException):
+                broken = reason
+            if kind == "link":
+                nic, up, promisc = what
+                word = "on" if promisc else "off"
+                rolled.append(
+                    f"could not put {nic} back to promisc {word} ({reason}); it stays as this "
+                    f"run left it: run `orch setup` again once the host answers, or `ip link "
+                    f"set {nic} promisc {word}` there"
+                )
+            else:
+                rolled.append(
+                    f"could not remove network {str(what)[:12]} ({reason}); run `orch "
+                    "teardown` or `orch setup` again once the host answers"
+                )
     return rolled

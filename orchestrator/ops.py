@@ -5,6 +5,7 @@ Each function returns values (Plan, reports, rows) for `render.py`; none prints 
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -76,21 +77,69 @@ def observe_all(ctx: Context, hosts: list[Host]) -> dict[str, HostState | OrchEr
     return {h.name: r for h, r in results.items()}
 
 
+def _check_sudo(ctx: Context, observed: dict[str, HostState | OrchError]) -> None:
+    """With a sudo password: try it where passwordless sudo is missing (in place).
+
+    A host where sudo takes the password counts as able to sudo; one where it does not gets
+    that reason as its error, so that nothing is attempted there.
+    """
+    if ctx.sudo_password is None:
+        return
+    todo = []
+    for host in ctx.hosts:
+        state = observed.get(host.name)
+        if isinstance(state, HostState) and state.sudo == "no":
+            todo.append(host)
+
+    def one(host: Host) -> str:
+        return ctx.session(host).sudo_refusal()
+
+    for host, result in for_each(todo, one, cancel=ctx.cancel, name=lambda h: h.name).items():
+        state = observed[host.name]
+        assert isinstance(state, HostState)
+        if isinstance(result, OrchError):
+            observed[host.name] = result
+        elif result:
+            observed[host.name] = OrchError(f"{host.name}: {result}")
+        else:
+            observed[host.name] = dataclasses.replace(state, sudo="yes")
+
+
+def _require_reachable(ctx: Context, observed: dict[str, HostState | OrchError]) -> None:
+    """Stop (exit code CONNECT) when not one selected host could be reached."""
+    errors = [observed.get(h.name) for h in ctx.hosts]
+    if errors and all(isinstance(e, ConnectError) for e in errors):
+        lines = "\n".join(str(e) for e in errors)
+        raise ConnectError(f"no host could be reached; nothing was done:\n{lines}")
+
+
 def run_plan(ctx: Context, replace: bool = False) -> tuple[Plan, dict[str, HostState | OrchError]]:
     """Observe every host (all count for range allocation) and plan the selected ones."""
     observed = observe_all(ctx, list(ctx.inventory.hosts))
+    _check_sudo(ctx, observed)
     return plan_setup(ctx.inventory, observed, ctx.selected or None, replace=replace), observed
 
 
 def run_setup(ctx: Context, replace: bool = False) -> tuple[Plan, list[HostReport]]:
-    """Plan, then apply every selected host's changes in parallel."""
+    """Plan, then apply every selected host's changes in parallel.
+
+    Raises:
+        ConnectError: not one selected host could be reached (nothing was done).
+    """
     plan, observed = run_plan(ctx, replace)
+    _require_reachable(ctx, observed)
     return plan, _apply(ctx, plan, observed)
 
 
 def run_teardown(ctx: Context, force: bool = False) -> tuple[Plan, list[HostReport]]:
-    """Remove orch's networks and restore promisc on the selected hosts."""
+    """Remove orch's networks and restore promisc on the selected hosts.
+
+    Raises:
+        ConnectError: not one selected host could be reached (nothing was done).
+    """
     observed = observe_all(ctx, ctx.hosts)
+    _check_sudo(ctx, observed)
+    _require_reachable(ctx, observed)
     plan = plan_teardown(ctx.inventory, observed, ctx.selected or None, force=force)
     return plan, _apply(ctx, plan, observed)
 

@@ -11,7 +11,9 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import TypeVar
 
-from orchestrator.errors import OrchError
+import paramiko
+
+from orchestrator.errors import ConnectError, OrchError
 
 T = TypeVar("T")
 K = TypeVar("K")
@@ -21,6 +23,24 @@ MAX_WORKERS = 64
 
 class Cancelled(OrchError):
     """The run was interrupted (Ctrl-C) before this host's step could start or finish."""
+
+
+def _innermost(exc: BaseException) -> str:
+    """The most specific text of a wrapped transport error.
+
+    requests and urllib3 nest the cause in their args: ('Connection aborted.', OSError(...)).
+    """
+    seen: set[int] = set()
+    current: BaseException = exc
+    while id(current) not in seen:
+        seen.add(id(current))
+        inner = next((a for a in current.args if isinstance(a, BaseException)), None)
+        if inner is None:
+            inner = current.__cause__
+        if inner is None:
+            break
+        current = inner
+    return str(current) or type(current).__name__
 
 
 def for_each(
@@ -51,6 +71,13 @@ def for_each(
             return fn(key)
         except OrchError as exc:
             return exc
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            # A transport error that escaped the session layer (a Docker API call over an SSH
+            # connection that died, say): the host stopped answering, not a bug.
+            return ConnectError(
+                f"{name(key)}: lost the connection to the host or its Docker engine "
+                f"({_innermost(exc)})"
+            )
         except Exception as exc:
             return OrchError(f"{name(key)}: unexpected {type(exc).__name__}: {exc}")
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import logging
 import os
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ import docker
 import paramiko
 from docker.transport import SSHHTTPAdapter
 from fabric import Config, Connection
-from invoke.exceptions import CommandTimedOut
+from invoke.exceptions import AuthFailure, CommandTimedOut
 from paramiko.hostkeys import InvalidHostKey
 
 from orchestrator.errors import ConnectError, HostKeyError
@@ -32,12 +34,34 @@ from orchestrator.model import Host, SSHSettings
 
 # Channels per host for Docker API traffic. sshd's MaxSessions (10 by default) counts every open
 # channel of a connection: keep docker's share small so that shell commands always find a slot.
+MIN_API_VERSION = "1.24"  # docker-py's minimum; only a placeholder until the engine answers
 DOCKER_POOLS = 1
 DOCKER_POOL_SIZE = 4
 
 Logger = Callable[[str], None]
 
 _known_hosts_lock = threading.Lock()
+
+# paramiko logs a failed handshake with a traceback from its transport thread, and with no
+# handler configured Python prints it on stderr; orch reports the failure itself, in words.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
+
+KEEPALIVE_S = 5
+
+
+def _bound_waits(transport: paramiko.Transport, timeout: float) -> None:
+    """Make every wait on an open connection end: a keepalive every few seconds; opening a
+    channel (a command, a Docker API connection) gives up after `timeout` (paramiko's default
+    is an hour); and on Linux the kernel drops the connection when the host stops
+    acknowledging (gone without a word: powered off, cable pulled), instead of TCP
+    retransmitting for a quarter of an hour. Commands themselves have `command_timeout`."""
+    transport.set_keepalive(KEEPALIVE_S)
+    transport.channel_timeout = timeout
+    sock = transport.sock
+    option = getattr(socket, "TCP_USER_TIMEOUT", None)
+    if option is not None and isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, option, int(1000 * (timeout + 2 * KEEPALIVE_S)))
 
 
 def fingerprint(key: paramiko.PKey) -> str:
@@ -216,7 +240,7 @@ class HostSession:
         self._cxn = cxn
         transport = cxn.transport
         if transport is not None:
-            transport.set_keepalive(5)
+            _bound_waits(transport, self.ssh.connect_timeout)
 
     def _open(self, cxn: Connection, target: str) -> None:
         host = self.host
@@ -243,6 +267,13 @@ class HostSession:
             ) from None
         except (OSError, paramiko.SSHException, EOFError) as exc:
             reason = str(exc) or type(exc).__name__
+            if "banner" in reason or reason == "No existing session":
+                # paramiko's words for: the TCP connection was accepted, then nothing came.
+                raise ConnectError(
+                    f"{host.name}: {target} accepted the connection but sshd did not answer "
+                    f"within {self.ssh.connect_timeout:g} s (no SSH banner; sshd hung or "
+                    "overloaded?)"
+                ) from None
             raise ConnectError(f"{host.name}: cannot connect to {target}: {reason}") from None
 
     @property
@@ -324,17 +355,48 @@ class HostSession:
             ) from None
         return CommandResult(f"sudo {command}", res.exited, res.stdout, res.stderr)
 
+    def sudo_refusal(self) -> str:
+        """With a sudo password: '' when sudo accepts it for the SSH user, else why not.
+
+        Raises:
+            ConnectError: the connection broke or sudo did not answer in time.
+        """
+        if self.is_root or self._sudo_password is None:
+            return ""
+        user = self.connection.user
+        try:
+            res = self.connection.sudo(
+                "true", hide=True, warn=True, in_stream=False, timeout=self.ssh.command_timeout
+            )
+        except AuthFailure:
+            return (
+                f"sudo did not accept the password given for user {user} (ORCH_SUDO_PASSWORD "
+                "or --ask-sudo-password); nothing was done"
+            )
+        except CommandTimedOut:
+            raise ConnectError(f"{self.host.name}: `sudo true` timed out") from None
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise ConnectError(
+                f"{self.host.name}: connection lost: {exc or type(exc).__name__}"
+            ) from None
+        if res.exited == 0:
+            return ""
+        lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
+        detail = lines[-1].replace("[sudo] password: ", "") if lines else f"exit {res.exited}"
+        return f"user {user} cannot run commands through sudo ({detail})"
+
     # ------------------------------------------------------------------ docker
     def docker(self, api_version: str) -> docker.DockerClient:
         """A Docker client over this session's SSH transport, pinned to `api_version`.
 
-        Pinning the version skips the negotiation round trip.
+        Pinning the version (known from the observation) skips the negotiation round trip;
+        "auto" asks the engine with the first request instead.
         """
         if self._docker is None:
             cxn = self.connection
             client = docker.DockerClient(
                 base_url="tcp://127.0.0.1:9",
-                version=api_version,
+                version=MIN_API_VERSION if api_version == "auto" else api_version,
                 timeout=int(self.ssh.command_timeout),
             )
             adapter = _SharedTransportAdapter(cxn, timeout=self.ssh.command_timeout)
@@ -343,6 +405,8 @@ class HostSession:
             api.mount("http+docker://ssh", adapter)
             api._unmount("http://", "https://")
             api.base_url = "http+docker://ssh"
+            if api_version == "auto":
+                api._version = str(api.version(api_version=False)["ApiVersion"])
             self._docker = client
         return self._docker
 

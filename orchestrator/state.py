@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, ip_address, ip_network
 from typing import Any, Literal
 
-from orchestrator.model import LABEL_MANAGED, LABEL_PROBE, LABEL_PROMISC_BEFORE, LABEL_RANGE
+from orchestrator.model import LABEL_MANAGED, LABEL_PROMISC_BEFORE, LABEL_RANGE
 
 SudoAbility = Literal["root", "yes", "no"]
 MARK = "@@orch@@"
@@ -84,7 +84,6 @@ class HostState:
     docker_api: str | None  # None: the engine did not answer
     docker_error: str
     networks: dict[str, NetworkState]
-    probes: tuple[str, ...] = ()  # names of orch probe containers present (leftovers)
 
     @property
     def is_root(self) -> bool:
@@ -103,7 +102,6 @@ def observe_script(networks: list[str]) -> str:
         networks: network names (validated; quoted anyway).
     """
     names = " ".join(shlex.quote(n) for n in networks)
-    probe_filter = shlex.quote(f"label={LABEL_PROBE}")
     fmt = shlex.quote("{{.Server.APIVersion}}")
     lines = [
         'PATH="$PATH:/usr/sbin:/sbin"; export PATH',
@@ -119,10 +117,6 @@ def observe_script(networks: list[str]) -> str:
             f"echo; echo {MARK}networks; docker network inspect --format '{{{{json .}}}}' {names}"
             " 2>/dev/null"
         )
-    lines.append(
-        f"echo; echo {MARK}probes; docker ps -a --filter {probe_filter} --format '{{{{.Names}}}}'"
-        " 2>/dev/null"
-    )
     lines.append(f"echo; echo {MARK}end")
     return "\n".join(lines) + "\n"
 
@@ -234,7 +228,6 @@ def parse_observation(host: str, text: str) -> HostState:
         docker_api=api if docker_ok else None,
         docker_error="" if docker_ok else (docker_out.strip().splitlines() or ["no answer"])[-1],
         networks=networks,
-        probes=tuple(n for n in sec.get("probes", "").split() if n),
     )
 
 

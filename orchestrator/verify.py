@@ -11,6 +11,7 @@ import contextlib
 import io
 import secrets
 import tarfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -72,16 +73,37 @@ class _HostRun:
         self.probes: dict[str, Probe] = {}
         self.containers: dict[str, str] = {}  # network -> container id
         self.error = ""
+        self.observe_error = ""
+        self.docker_error = ""
 
     def start(self) -> None:
-        state = observe_host(self.session, self.ctx.inventory)
-        self.state = state
-        if state.docker_api is None:
-            self.error = f"Docker engine does not answer: {state.docker_error}"
+        """Start this host's probes. The observation (for hints) runs at the same time as the
+        Docker work, on another channel of the same SSH connection."""
+        self.session.connect()
+        observer = threading.Thread(target=self._observe, daemon=True)
+        observer.start()
+        try:
+            self._start_probes()
+        finally:
+            observer.join()
+
+    def _observe(self) -> None:
+        try:
+            self.state = observe_host(self.session, self.ctx.inventory)
+        except OrchError as exc:
+            self.observe_error = str(exc).removeprefix(f"{self.host.name}: ")
+
+    def _start_probes(self) -> None:
+        try:
+            # "auto": the engine's version comes with the first request, so no extra round trip.
+            client = self.client = self.session.docker("auto")
+            leftovers = client.api.containers(all=True, filters={"label": LABEL_PROBE}, quiet=True)
+        except docker.errors.DockerException as exc:
+            self.client = None
+            self.docker_error = _docker_text(exc)
             return
-        client = self.client = self.session.docker(state.docker_api)
-        for name in state.probes:  # left by an interrupted run
-            _remove(client, name)
+        for c in leftovers:  # left by an interrupted run
+            _remove(client, c["Id"])
         image = self.ctx.inventory.verify.image
         try:
             client.api.inspect_image(image)
@@ -98,17 +120,25 @@ class _HostRun:
         for spec in self.ctx.inventory.networks:
             if self.ctx.cancel.is_set():
                 return
-            net = state.networks.get(spec.name)
-            if net is None:
-                self.probes[spec.name] = Probe(
-                    self.host.name, spec.name, error=f"network {spec.name} is missing"
-                )
-                continue
             try:
                 self.probes[spec.name] = self._start_probe(client, spec.name, image)
             except docker.errors.DockerException as exc:
-                text = str(getattr(exc, "explanation", None) or exc)
+                text = _docker_text(exc)
+                if "not found" in text and spec.name in text:
+                    text = f"network {spec.name} is missing"
                 self.probes[spec.name] = Probe(self.host.name, spec.name, error=text)
+
+    def settle(self) -> None:
+        """After start: turn a Docker failure into the observation's clearer words."""
+        if self.client is not None or self.error:
+            return
+        state = self.state
+        if state is not None and state.docker_api is None:
+            self.error = f"Docker engine does not answer: {state.docker_error}"
+        elif state is None and self.observe_error:
+            self.error = self.observe_error
+        else:
+            self.error = f"Docker engine does not answer: {self.docker_error}"
 
     def _start_probe(self, client: docker.DockerClient, network: str, image: str) -> Probe:
         name = f"orch-probe-{network}-{self.run_id}"[:63]
@@ -117,11 +147,13 @@ class _HostRun:
             cap_drop=["ALL"],
             cap_add=["NET_RAW"],
             read_only=True,
+            auto_remove=True,  # gone once it exits: after cleanup, or its lifetime with --keep
             network_mode=network,
         )
         container = api.create_container(
             image,
-            command=["sleep", str(PROBE_LIFETIME_S)],
+            # PID 1 ends on SIGTERM (a bare sleep ignores it), so stopping a probe is instant.
+            command=["sh", "-c", f"trap 'exit 0' TERM; sleep {PROBE_LIFETIME_S} & wait"],
             name=name,
             labels={LABEL_PROBE: "true", LABEL_NETWORK: network},
             host_config=host_config,
@@ -162,11 +194,26 @@ class _HostRun:
         return out
 
     def cleanup(self) -> None:
+        """End this host's probes (only after every probe has pinged them) and wait until the
+        engine has removed them (they were created with auto-remove)."""
         if self.client is None:
             return
-        for cid in list(self.containers.values()):
-            _remove(self.client, cid)
+        api = self.client.api
+        for cid in self.containers.values():
+            with contextlib.suppress(docker.errors.APIError):  # not running (any more)
+                api.kill(cid)
+        for cid in self.containers.values():
+            try:
+                api.wait(cid, timeout=15, condition="removed")
+            except docker.errors.NotFound:
+                continue
+            except Exception:  # a wait that fails: remove it by force instead
+                _remove(self.client, cid)
         self.containers.clear()
+
+
+def _docker_text(exc: Exception) -> str:
+    return str(getattr(exc, "explanation", None) or exc)
 
 
 def _remove(client: docker.DockerClient, ref: str) -> None:
@@ -188,6 +235,7 @@ def run_verify(ctx: Context, probe_tar: Path | None = None, keep: bool = False) 
         for h, r in started_.items():
             if isinstance(r, OrchError):
                 runs[h.name].error = str(r).removeprefix(f"{h.name}: ")
+            runs[h.name].settle()
         targets = {
             spec.name: {
                 n: run.probes[spec.name].ip

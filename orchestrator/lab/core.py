@@ -795,7 +795,7 @@ class Lab:
                 self._wait_docker(h)
         elif kind == "sshd-stop":
             if on:
-                _stop_pid(h.sshd_pid)
+                _crash_sshd(h.sshd_pid)
             else:
                 self._start_sshd(h)
                 if not _wait_tcp(h.address, 22, DAEMON_WAIT):
@@ -917,6 +917,46 @@ def _tail(path: Path, n: int = 3) -> str:
         return " | ".join(path.read_text(errors="replace").strip().splitlines()[-n:])
     except OSError:
         return "(no log)"
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every living process below `pid` (children, grandchildren, ...), parents first."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    out: list[int] = []
+    todo = list(children.get(pid, []))
+    while todo:
+        child = todo.pop(0)
+        out.append(child)
+        todo.extend(children.get(child, []))
+    return out
+
+
+def _crash_sshd(pid: int) -> None:
+    """Stop the lab sshd `pid` like a crash or reboot would: its listener and every session
+    it runs (per-connection sshd processes and their commands), so open connections die too.
+
+    Only `pid` and processes below it are signalled: all of them were started by the lab's sshd.
+    """
+    if not pid_alive(pid):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGSTOP)  # no new sessions while we collect its children
+    for child in _descendants(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def _pids_in_netns(ns_path: Path) -> Iterator[int]:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.model import LABEL_MANAGED, LABEL_PROBE, LABEL_PROMISC_BEFORE, LABEL_RANGE
+from orchestrator.model import LABEL_MANAGED, LABEL_PROMISC_BEFORE, LABEL_RANGE
 from orchestrator.state import (
     MARK,
     AttachedContainer,
@@ -24,7 +24,7 @@ from orchestrator.state import (
     promisc_nic,
 )
 
-SECTIONS = ("user", "sudo", "links", "docker", "networks", "probes", "end")
+SECTIONS = ("user", "sudo", "links", "docker", "networks", "end")
 
 # `ip -j -d link show` of a VirtualBox guest: lo, the management NIC, the macvlan parent (up,
 # promiscuous), a VLAN sub-interface of it, a veth of a container and a down dummy.
@@ -243,7 +243,6 @@ def observation(**sections: str | None) -> str:
         "links": json.dumps(LINKS),
         "docker": "1.45",
         "networks": json.dumps(MANAGED_NET) + "\n" + json.dumps(FOREIGN_NET),
-        "probes": "orch-probe-1a2b3c4d-mac_net1\norch-probe-deadbeef-mac_net1",
         "end": "",
     }
     parts.update(sections)
@@ -394,7 +393,6 @@ def test_parse_observation_of_a_healthy_host() -> None:
     assert state.links["enp0s9"].promisc
     assert set(state.networks) == {"mac_net1", "lan"}
     assert state.networks["mac_net1"].ip_range == IPv4Network("172.16.86.0/26")
-    assert state.probes == ("orch-probe-1a2b3c4d-mac_net1", "orch-probe-deadbeef-mac_net1")
 
 
 @pytest.mark.parametrize(
@@ -429,11 +427,10 @@ def test_parse_observation_sudo(sudo_out: str, expected: str) -> None:
 )
 def test_parse_observation_docker_down_keeps_the_error(error: str) -> None:
     # docker version may print an empty template line before the error
-    state = parse_observation("h", observation(docker="\n" + error, networks="", probes=""))
+    state = parse_observation("h", observation(docker="\n" + error, networks=""))
     assert state.docker_api is None
     assert state.docker_error == error
     assert state.networks == {}
-    assert state.probes == ()
 
 
 def test_parse_observation_docker_answer_with_noise_before_it() -> None:
@@ -449,14 +446,13 @@ def test_parse_observation_empty_docker_section_says_no_answer() -> None:
 
 
 def test_parse_observation_connection_dropped_after_links() -> None:
-    text = observation(docker=None, networks=None, probes=None, end=None)
+    text = observation(docker=None, networks=None, end=None)
     state = parse_observation("h", text)
     assert state.user == "root" and state.sudo == "root"
     assert "enp0s9" in state.links
     assert state.docker_api is None
     assert state.docker_error == "no answer"
     assert state.networks == {}
-    assert state.probes == ()
 
 
 def test_parse_observation_connection_dropped_midway_through_links() -> None:
@@ -476,7 +472,6 @@ def test_parse_observation_of_nothing_knows_nothing(text: str) -> None:
     assert state.docker_api is None
     assert state.docker_error == "no answer"
     assert state.networks == {}
-    assert state.probes == ()
 
 
 def test_parse_observation_skips_broken_network_lines() -> None:
@@ -508,7 +503,6 @@ def test_observe_script_has_every_section_marker_in_order() -> None:
     assert positions == sorted(positions)
     assert "ip -j -d link show" in script
     assert "docker network inspect --format '{{json .}}' mac_net1 mac_net2" in script
-    assert f"label={LABEL_PROBE}" in script
     assert "'{{.Server.APIVersion}}'" in script
     assert "sudo -n true" in script
     assert script.endswith(f"echo {MARK}end\n")
@@ -580,6 +574,5 @@ def test_observe_script_output_parses_end_to_end(tmp_path: Path) -> None:
     assert (state.user, state.sudo, state.docker_api) == ("vagrant", "yes", "1.45")
     assert state.links["enp0s9"].promisc
     assert set(state.networks) == {"mac_net1"}
-    assert state.probes == ("orch-probe-1a2b3c4d-mac_net1",)
     args = (tmp_path / "docker-network.args").read_text().splitlines()
     assert args == ["network", "inspect", "--format", "{{json .}}", *names]
