@@ -1,7 +1,7 @@
 """Observe a host, and carry a host's changes out over its session, all or nothing.
 
 `observe_host` runs the one-round-trip observation script. `apply_host` runs the changes of one
-host in order (NIC first, then networks) and keeps an undo list: when a step fails or the run is
+host in plan order (networks, then the NIC) and keeps an undo list: when a step fails or the run is
 interrupted, what this run already did on that host is undone, so no host is left half-made.
 """
 

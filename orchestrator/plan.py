@@ -222,7 +222,11 @@ def _plan_host(
         return [error]
     assert isinstance(state, HostState)
     out: list[Change] = []
-    # NICs first: macvlan needs its parent in promiscuous mode before containers attach.
+    # Networks first, then the NIC: a network records the NIC's promisc state before orch in
+    # its labels, so a run cut short between the two steps still knows what to restore.
+    # (Creating a macvlan network does not need the parent in promiscuous mode; containers
+    # attach only later.)
+    nic_changes: list[Change] = []
     nics: dict[str, list[str]] = {}
     for spec in inventory.networks:
         nics.setdefault(promisc_nic(spec.parent_for(host)), []).append(spec.name)
@@ -231,7 +235,7 @@ def _plan_host(
         link = state.links.get(nic)
         if link is None:
             present = ", ".join(sorted(n for n in state.links if n != "lo")) or "none"
-            out.append(
+            nic_changes.append(
                 Change(
                     host.name,
                     "error",
@@ -245,7 +249,7 @@ def _plan_host(
         if state.sudo == "no":
             needs = not link.promisc or not link.up
             if needs:
-                out.append(
+                nic_changes.append(
                     Change(
                         host.name,
                         "error",
@@ -258,18 +262,21 @@ def _plan_host(
                 bad_nics.add(nic)
                 continue
         if link.promisc and link.up:
-            out.append(Change(host.name, "noop", nic, f"{nic} is up and in promiscuous mode"))
+            nic_changes.append(
+                Change(host.name, "noop", nic, f"{nic} is up and in promiscuous mode")
+            )
         else:
             why = "not in promiscuous mode" if not link.promisc else "down"
             if not link.promisc and not link.up:
                 why = "down and not in promiscuous mode"
-            out.append(
+            nic_changes.append(
                 Change(
                     host.name,
                     "set_promisc",
                     nic,
-                    f"{nic} is {why}; {', '.join(users)} need(s) it to receive "
-                    "frames for container MACs",
+                    f"{nic} is {why}; {', '.join(users)} "
+                    f"{'needs' if len(users) == 1 else 'need'} it to receive frames for "
+                    "container MACs",
                     nic_up=not link.up,
                 )
             )
@@ -292,7 +299,7 @@ def _plan_host(
                 state.networks,
             )
         )
-    return out
+    return out + nic_changes
 
 
 def _plan_network(

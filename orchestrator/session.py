@@ -323,7 +323,8 @@ class HostSession:
             ) from None
         except (OSError, EOFError, paramiko.SSHException) as exc:
             raise ConnectError(
-                f"{self.host.name}: connection lost: {exc or type(exc).__name__}"
+                f"{self.host.name}: the SSH connection to the host broke "
+                f"({str(exc) or type(exc).__name__})"
             ) from None
         return CommandResult(command, res.exited, res.stdout, res.stderr)
 
@@ -377,7 +378,8 @@ class HostSession:
             raise ConnectError(f"{self.host.name}: `sudo true` timed out") from None
         except (OSError, EOFError, paramiko.SSHException) as exc:
             raise ConnectError(
-                f"{self.host.name}: connection lost: {exc or type(exc).__name__}"
+                f"{self.host.name}: the SSH connection to the host broke "
+                f"({str(exc) or type(exc).__name__})"
             ) from None
         if res.exited == 0:
             return ""

@@ -285,7 +285,7 @@ def test_changed_host_key_is_refused(lab: LabHandle, home: Path) -> None:
         assert res.code == 1, res
         reports = by_host(res)
         assert reports["host1"]["status"] == "changed"
-        assert actions(reports["host1"]) == ["set_promisc", "create_network"]
+        assert actions(reports["host1"]) == ["create_network", "set_promisc"]
         bad = reports["host2"]
         assert bad["status"] == "failed" and bad["done"] == [] and bad["rolled_back"] == []
         assert f"SSH host key of {lab.address('host2')} CHANGED" in bad["error"]
@@ -301,7 +301,7 @@ def test_changed_host_key_is_refused(lab: LabHandle, home: Path) -> None:
     healed = orch(lab, home, "setup", "--json")
     assert healed.code == 0, healed
     assert by_host(healed)["host1"]["status"] == "unchanged"
-    assert actions(by_host(healed)["host2"]) == ["set_promisc", "create_network"]
+    assert actions(by_host(healed)["host2"]) == ["create_network", "set_promisc"]
     converged(lab, "host2")
 
 
@@ -343,7 +343,7 @@ def test_sudo_password(lab_factory: Callable[..., LabHandle], home: Path) -> Non
         assert secret not in ok.stdout and secret not in ok.stderr
         assert "$ sudo env" in ok.stderr  # -v shows the command, not the password
         for host in pwlab.hosts:
-            assert actions(by_host(ok)[host]) == ["set_promisc", "create_network"]
+            assert actions(by_host(ok)[host]) == ["create_network", "set_promisc"]
             converged(pwlab, host)
         down = orch(pwlab, home, "teardown", "--json", extra_env={"ORCH_SUDO_PASSWORD": secret})
         assert down.code == 0, down
@@ -401,7 +401,7 @@ def test_host_unreachable_from_the_start(lab: LabHandle, home: Path) -> None:
         assert res.code == 1, res
         assert res.seconds < CONNECT_TIMEOUT + SLACK, res.seconds
         reports = by_host(res)
-        assert actions(reports["host1"]) == ["set_promisc", "create_network"]
+        assert actions(reports["host1"]) == ["create_network", "set_promisc"]
         assert reports["host2"] == {
             "host": "host2",
             "status": "failed",
@@ -427,7 +427,7 @@ def test_host_unreachable_from_the_start(lab: LabHandle, home: Path) -> None:
     healed = orch(lab, home, "setup", "--json")
     assert healed.code == 0, healed
     assert by_host(healed)["host1"]["status"] == "unchanged"
-    assert actions(by_host(healed)["host2"]) == ["set_promisc", "create_network"]
+    assert actions(by_host(healed)["host2"]) == ["create_network", "set_promisc"]
     for host in lab.hosts:
         converged(lab, host)
     assert orch(lab, home, "verify").code == 0
@@ -439,34 +439,40 @@ def test_sshd_dies_in_the_middle_of_setup(lab: LabHandle, home: Path) -> None:
         assert sshd_pids(lab, "host2") == [], "sshd-stop must end the sessions too"
 
     try:
-        run = Interrupted(lab, home, ["setup", "--json"], "host2: enp0s9: promisc on", crash)
+        run = Interrupted(lab, home, ["setup", "--json"], "host2: mac_net1: created", crash)
         res = run.run
         timed("4b setup, host2 sshd killed after its 1st step", run.seconds)
         assert res.code == 1, res
         no_traceback(res)
         reports = by_host(res)
         assert reports["host1"]["status"] == "changed"
-        assert actions(reports["host1"]) == ["set_promisc", "create_network"]
+        assert actions(reports["host1"]) == ["create_network", "set_promisc"]
         bad = reports["host2"]
         assert bad["status"] == "failed"
-        # The connection died: orch could not undo promisc on, and says so (done = still there).
-        assert actions(bad) == ["set_promisc"]
-        assert bad["error"].startswith("mac_net1: the SSH connection to the host broke"), bad
+        # The connection died: orch could not undo the network, and says so (done = still
+        # there). The network's labels record that promisc was off before orch.
+        assert actions(bad) == ["create_network"]
+        assert bad["error"].startswith("enp0s9: the SSH connection to the host broke"), bad
         assert len(bad["rolled_back"]) == 1
-        assert bad["rolled_back"][0].startswith("could not put enp0s9 back to promisc off")
-        assert "orch setup` again" in bad["rolled_back"][0]
+        assert bad["rolled_back"][0].startswith("could not remove network")
         converged(lab, "host1")
-        # Left on host2: enp0s9 promiscuous, no network; harmless, and what setup wants anyway.
-        assert "PROMISC" in lab.link("host2")["flags"]
-        assert lab.network("host2") is None
+        # Left on host2: the network, enp0s9 not promiscuous; a rerun only sets promisc.
+        net = lab.network("host2")
+        assert net is not None and net["Labels"]["io.orch.promisc-before"] == "off"
+        assert "PROMISC" not in lab.link("host2")["flags"]
     finally:
         fault(lab, "host2", "sshd-stop", on=False)
     healed = orch(lab, home, "setup", "--json")
     assert healed.code == 0, healed
     assert by_host(healed)["host1"]["status"] == "unchanged"
-    assert actions(by_host(healed)["host2"]) == ["create_network"]
+    assert actions(by_host(healed)["host2"]) == ["set_promisc"]
     for host in lab.hosts:
         converged(lab, host)
+    # Teardown still knows promisc was off before orch, despite the crash.
+    down = orch(lab, home, "teardown", "--json")
+    assert down.code == 0, down
+    for host in lab.hosts:
+        assert lab.network(host) is None and "PROMISC" not in lab.link(host)["flags"]
 
 
 def test_sshd_dies_in_the_middle_of_verify(lab: LabHandle, home: Path) -> None:
@@ -507,7 +513,7 @@ def test_docker_engine_stopped(lab: LabHandle, home: Path) -> None:
         timed("4c setup, host2 dockerd stopped", res.seconds)
         assert res.code == 1, res
         reports = by_host(res)
-        assert actions(reports["host1"]) == ["set_promisc", "create_network"]
+        assert actions(reports["host1"]) == ["create_network", "set_promisc"]
         bad = reports["host2"]
         assert bad["status"] == "failed" and bad["done"] == [] and bad["rolled_back"] == []
         assert bad["error"].startswith("docker: the Docker engine does not answer"), bad
@@ -528,7 +534,7 @@ def test_docker_engine_stopped(lab: LabHandle, home: Path) -> None:
     untouched(lab, "host2")
     healed = orch(lab, home, "setup", "--json")
     assert healed.code == 0, healed
-    assert actions(by_host(healed)["host2"]) == ["set_promisc", "create_network"]
+    assert actions(by_host(healed)["host2"]) == ["create_network", "set_promisc"]
     for host in lab.hosts:
         converged(lab, host)
     assert orch(lab, home, "verify").code == 0
@@ -543,7 +549,7 @@ def test_parent_nic_missing(lab: LabHandle, home: Path) -> None:
     timed("4d parent NIC missing on host2", res.seconds)
     assert res.code == 1, res
     reports = by_host(res)
-    assert actions(reports["host1"]) == ["set_promisc", "create_network"]
+    assert actions(reports["host1"]) == ["create_network", "set_promisc"]
     assert reports["host2"] == {
         "host": "host2",
         "status": "failed",
@@ -567,7 +573,7 @@ def test_name_taken_by_a_bridge_network(lab: LabHandle, home: Path) -> None:
     timed("4e name taken by a bridge network", res.seconds)
     assert res.code == 1, res
     reports = by_host(res)
-    assert actions(reports["host1"]) == ["set_promisc", "create_network"]
+    assert actions(reports["host1"]) == ["create_network", "set_promisc"]
     bad = reports["host2"]
     assert bad["status"] == "failed" and bad["done"] == [] and bad["rolled_back"] == []
     assert bad["error"].startswith(
@@ -579,12 +585,12 @@ def test_name_taken_by_a_bridge_network(lab: LabHandle, home: Path) -> None:
     assert (lab.network("host2") or {})["Driver"] == "bridge"
     replaced = orch(lab, home, "setup", "--replace", "--json")
     assert replaced.code == 0, replaced
-    assert actions(by_host(replaced)["host2"]) == ["set_promisc", "replace_network"]
+    assert actions(by_host(replaced)["host2"]) == ["replace_network", "set_promisc"]
     for host in lab.hosts:
         converged(lab, host)
 
 
-def test_pool_overlap_rolls_back(lab: LabHandle, home: Path) -> None:
+def test_pool_overlap_changes_nothing(lab: LabHandle, home: Path) -> None:
     made = lab.docker("host2", "network", "create", "--subnet", "172.16.86.0/24", "other")
     assert made.returncode == 0, made.stderr
     try:
@@ -592,7 +598,7 @@ def test_pool_overlap_rolls_back(lab: LabHandle, home: Path) -> None:
         timed("4f pool overlaps on host2 (rollback)", res.seconds)
         assert res.code == 1, res
         reports = by_host(res)
-        assert actions(reports["host1"]) == ["set_promisc", "create_network"]
+        assert actions(reports["host1"]) == ["create_network", "set_promisc"]
         bad = reports["host2"]
         # Docker 20.10 says "failed to allocate gateway (...): Address already in use", newer
         # ones "Pool overlaps with other one on this address space"; orch says it in words.
@@ -605,7 +611,7 @@ def test_pool_overlap_rolls_back(lab: LabHandle, home: Path) -> None:
             "host": "host2",
             "status": "failed",
             "done": [],
-            "rolled_back": ["enp0s9 back to promisc off"],
+            "rolled_back": [],  # the network is created first: nothing was changed yet
         }
         converged(lab, "host1")
         untouched(lab, "host2")
@@ -646,7 +652,7 @@ def _ctrl_c(pid: int) -> None:
 
 
 def test_ctrl_c_during_setup(lab: LabHandle, home: Path) -> None:
-    run = Interrupted(lab, home, ["setup", "--json"], ": enp0s9: promisc on", _ctrl_c)
+    run = Interrupted(lab, home, ["setup", "--json"], ": mac_net1: created", _ctrl_c)
     res = run.run
     timed("4h Ctrl-C during setup", run.seconds)
     assert res.code == 130, res
@@ -687,7 +693,7 @@ def test_sshd_that_never_answers_times_out(lab: LabHandle, home: Path) -> None:
         no_traceback(res)
         assert res.seconds < CONNECT_TIMEOUT + SLACK, res.seconds
         reports = by_host(res)
-        assert actions(reports["host1"]) == ["set_promisc", "create_network"]
+        assert actions(reports["host1"]) == ["create_network", "set_promisc"]
         assert reports["host2"]["status"] == "failed" and reports["host2"]["done"] == []
         assert reports["host2"]["error"] == (
             f"orchlab@{lab.address('host2')}:22 accepted the connection but sshd did not answer "
@@ -710,7 +716,7 @@ def test_host_vanishes_in_the_middle_of_setup(lab: LabHandle, home: Path) -> Non
         fault(lab, "host2", "mgmt-down")
 
     try:
-        run = Interrupted(lab, home, ["setup", "--json"], "host2: enp0s9: promisc on", vanish)
+        run = Interrupted(lab, home, ["setup", "--json"], "host2: mac_net1: created", vanish)
         res = run.run
         timed("4i host2 vanishes after its 1st step", run.seconds)
         assert res.code == 1, res
@@ -719,17 +725,18 @@ def test_host_vanishes_in_the_middle_of_setup(lab: LabHandle, home: Path) -> Non
         # (10.2 s here); without bounds this waited for TCP to give up (15 min).
         assert run.seconds < 3 * CONNECT_TIMEOUT + SLACK, run
         reports = by_host(res)
-        assert actions(reports["host1"]) == ["set_promisc", "create_network"]
+        assert actions(reports["host1"]) == ["create_network", "set_promisc"]
         bad = reports["host2"]
-        assert bad["status"] == "failed" and actions(bad) == ["set_promisc"]
-        assert bad["error"].startswith("mac_net1: the SSH connection to the host broke"), bad
-        assert bad["rolled_back"][0].startswith("could not put enp0s9 back to promisc off")
+        assert bad["status"] == "failed" and actions(bad) == ["create_network"]
+        assert bad["error"].startswith("enp0s9: the SSH connection to the host broke"), bad
+        assert bad["rolled_back"][0].startswith("could not remove network")
         converged(lab, "host1")
-        assert lab.network("host2") is None
+        assert lab.network("host2") is not None
+        assert "PROMISC" not in lab.link("host2")["flags"]
     finally:
         fault(lab, "host2", "mgmt-down", on=False)
     healed = orch(lab, home, "setup", "--json")
     assert healed.code == 0, healed
-    assert actions(by_host(healed)["host2"]) == ["create_network"]
+    assert actions(by_host(healed)["host2"]) == ["set_promisc"]
     for host in lab.hosts:
         converged(lab, host)

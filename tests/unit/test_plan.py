@@ -162,10 +162,10 @@ CASES = [
         "fresh hosts",
         {"host1": fresh("host1"), "host2": fresh("host2")},
         [
-            ("host1", "set_promisc", "enp0s9"),
             ("host1", "create_network", "mac_net1"),
-            ("host2", "set_promisc", "enp0s9"),
+            ("host1", "set_promisc", "enp0s9"),
             ("host2", "create_network", "mac_net1"),
+            ("host2", "set_promisc", "enp0s9"),
         ],
         {
             ("host1", "enp0s9"): ["not in promiscuous mode", "mac_net1"],
@@ -177,10 +177,10 @@ CASES = [
         "in sync",
         {"host1": host("host1", net(R0)), "host2": host("host2", net(R64))},
         [
-            ("host1", "noop", "enp0s9"),
             ("host1", "noop", "mac_net1"),
-            ("host2", "noop", "enp0s9"),
+            ("host1", "noop", "enp0s9"),
             ("host2", "noop", "mac_net1"),
+            ("host2", "noop", "enp0s9"),
         ],
         {
             ("host1", "enp0s9"): ["up and in promiscuous mode"],
@@ -195,10 +195,10 @@ CASES = [
             "host2": host("host2", net(R64)),
         },
         [
-            ("host1", "set_promisc", "enp0s9"),
             ("host1", "noop", "mac_net1"),
-            ("host2", "noop", "enp0s9"),
+            ("host1", "set_promisc", "enp0s9"),
             ("host2", "noop", "mac_net1"),
+            ("host2", "noop", "enp0s9"),
         ],
         {("host1", "enp0s9"): ["enp0s9 is not in promiscuous mode"]},
     ),
@@ -209,10 +209,10 @@ CASES = [
             "host2": host("host2", net(R64), links=(link(up=False, promisc=False),)),
         },
         [
-            ("host1", "set_promisc", "enp0s9"),
             ("host1", "noop", "mac_net1"),
-            ("host2", "set_promisc", "enp0s9"),
+            ("host1", "set_promisc", "enp0s9"),
             ("host2", "noop", "mac_net1"),
+            ("host2", "set_promisc", "enp0s9"),
         ],
         {
             ("host1", "enp0s9"): ["enp0s9 is down;"],
@@ -227,8 +227,8 @@ CASES = [
         },
         [
             ("host1", "error", "enp0s9"),
-            ("host2", "set_promisc", "enp0s9"),
             ("host2", "create_network", "mac_net1"),
+            ("host2", "set_promisc", "enp0s9"),
         ],
         {("host1", "enp0s9"): ["enp0s9 does not exist", "NICs here: eth0, eth1", "hosts.toml"]},
     ),
@@ -237,8 +237,8 @@ CASES = [
         {"host1": host("host1", links=()), "host2": fresh("host2")},
         [
             ("host1", "error", "enp0s9"),
-            ("host2", "set_promisc", "enp0s9"),
             ("host2", "create_network", "mac_net1"),
+            ("host2", "set_promisc", "enp0s9"),
         ],
         {("host1", "enp0s9"): ["NICs here: none"]},
     ),
@@ -247,8 +247,8 @@ CASES = [
         {"host1": fresh("host1", sudo="no", user="vagrant"), "host2": fresh("host2")},
         [
             ("host1", "error", "enp0s9"),
-            ("host2", "set_promisc", "enp0s9"),
             ("host2", "create_network", "mac_net1"),
+            ("host2", "set_promisc", "enp0s9"),
         ],
         {("host1", "enp0s9"): ["vagrant", "not root", "sudo", "ORCH_SUDO_PASSWORD"]},
     ),
@@ -256,20 +256,20 @@ CASES = [
         "non-root without sudo, promisc already on",
         {"host1": host("host1", sudo="no", user="vagrant"), "host2": fresh("host2")},
         [
-            ("host1", "noop", "enp0s9"),
             ("host1", "create_network", "mac_net1"),
-            ("host2", "set_promisc", "enp0s9"),
+            ("host1", "noop", "enp0s9"),
             ("host2", "create_network", "mac_net1"),
+            ("host2", "set_promisc", "enp0s9"),
         ],
     ),
     Case(
         "non-root with sudo",
         {"host1": fresh("host1", sudo="yes", user="vagrant"), "host2": fresh("host2")},
         [
-            ("host1", "set_promisc", "enp0s9"),
             ("host1", "create_network", "mac_net1"),
-            ("host2", "set_promisc", "enp0s9"),
+            ("host1", "set_promisc", "enp0s9"),
             ("host2", "create_network", "mac_net1"),
+            ("host2", "set_promisc", "enp0s9"),
         ],
     ),
     Case(
@@ -277,8 +277,8 @@ CASES = [
         {"host1": fresh("host1", docker_error=DOCKER_DOWN), "host2": fresh("host2")},
         [
             ("host1", "error", "docker"),
-            ("host2", "set_promisc", "enp0s9"),
             ("host2", "create_network", "mac_net1"),
+            ("host2", "set_promisc", "enp0s9"),
         ],
         {("host1", "docker"): ["Docker engine does not answer", "Cannot connect"]},
     ),
@@ -292,8 +292,8 @@ CASES = [
         },
         [
             ("host1", "error", "-"),
-            ("host2", "set_promisc", "enp0s9"),
             ("host2", "create_network", "mac_net1"),
+            ("host2", "set_promisc", "enp0s9"),
         ],
         {("host1", "-"): ["cannot connect to vagrant@192.168.56.101:22", "Connection refused"]},
     ),
@@ -302,8 +302,8 @@ CASES = [
         {"host2": host("host2", net(R64))},
         [
             ("host1", "error", "-"),
-            ("host2", "noop", "enp0s9"),
             ("host2", "noop", "mac_net1"),
+            ("host2", "noop", "enp0s9"),
         ],
         {("host1", "-"): ["not observed"]},
     ),
@@ -314,10 +314,10 @@ CASES = [
             "host2": host("host2", net(R64)),
         },
         [
-            ("host1", "noop", "enp0s9"),
             ("host1", "conflict", "mac_net1"),
-            ("host2", "noop", "enp0s9"),
+            ("host1", "noop", "enp0s9"),
             ("host2", "noop", "mac_net1"),
+            ("host2", "noop", "enp0s9"),
         ],
         {
             ("host1", "mac_net1"): [
@@ -336,10 +336,10 @@ CASES = [
             "host2": host("host2", net(R64)),
         },
         [
-            ("host1", "noop", "enp0s9"),
             ("host1", "conflict", "mac_net1"),
-            ("host2", "noop", "enp0s9"),
+            ("host1", "noop", "enp0s9"),
             ("host2", "noop", "mac_net1"),
+            ("host2", "noop", "enp0s9"),
         ],
         {("host1", "mac_net1"): ["parent enp0s10 (want enp0s9)", "--replace"]},
     ),
@@ -353,10 +353,10 @@ CASES = [
             "host2": host("host2", net(R64)),
         },
         [
-            ("host1", "noop", "enp0s9"),
             ("host1", "conflict", "mac_net1"),
-            ("host2", "noop", "enp0s9"),
+            ("host1", "noop", "enp0s9"),
             ("host2", "noop", "mac_net1"),
+            ("host2", "noop", "enp0s9"),
         ],
         {
             ("host1", "mac_net1"): [
@@ -373,10 +373,10 @@ CASES = [
             "host2": host("host2", net(R64)),
         },
         [
-            ("host1", "noop", "enp0s9"),
             ("host1", "conflict", "mac_net1"),
-            ("host2", "noop", "enp0s9"),
+            ("host1", "noop", "enp0s9"),
             ("host2", "noop", "mac_net1"),
+            ("host2", "noop", "enp0s9"),
         ],
         {("host1", "mac_net1"): ["gateway 172.16.86.254 (want 172.16.86.1)"]},
     ),
@@ -387,10 +387,10 @@ CASES = [
             "host2": host("host2", net(R64)),
         },
         [
-            ("host1", "noop", "enp0s9"),
             ("host1", "conflict", "mac_net1"),
-            ("host2", "noop", "enp0s9"),
+            ("host1", "noop", "enp0s9"),
             ("host2", "noop", "mac_net1"),
+            ("host2", "noop", "enp0s9"),
         ],
         {("host1", "mac_net1"): ["reserved", "172.16.86.250"]},
     ),
@@ -401,10 +401,10 @@ CASES = [
             "host2": host("host2", net(R64)),
         },
         [
-            ("host1", "noop", "enp0s9"),
             ("host1", "conflict", "mac_net1"),
-            ("host2", "noop", "enp0s9"),
+            ("host1", "noop", "enp0s9"),
             ("host2", "noop", "mac_net1"),
+            ("host2", "noop", "enp0s9"),
         ],
         {("host1", "mac_net1"): ["not made by orch", "1 container(s): web", "--replace"]},
     ),
@@ -412,10 +412,10 @@ CASES = [
         "drift: range differs from the pinned one",
         {"host1": host("host1", net(R0)), "host2": host("host2", net(R64))},
         [
-            ("host1", "noop", "enp0s9"),
             ("host1", "noop", "mac_net1"),
-            ("host2", "noop", "enp0s9"),
+            ("host1", "noop", "enp0s9"),
             ("host2", "conflict", "mac_net1"),
+            ("host2", "noop", "enp0s9"),
         ],
         {("host2", "mac_net1"): ["range 172.16.86.64/26 (want 172.16.86.128/26)"]},
         inv=inventory(ranges={"host2": "172.16.86.128/26"}),
@@ -427,10 +427,10 @@ CASES = [
             "host2": host("host2", net(R64)),
         },
         [
-            ("host1", "noop", "enp0s9"),
             ("host1", "replace_network", "mac_net1"),
-            ("host2", "noop", "enp0s9"),
+            ("host1", "noop", "enp0s9"),
             ("host2", "noop", "mac_net1"),
+            ("host2", "noop", "enp0s9"),
         ],
         {
             ("host1", "mac_net1"): [
@@ -445,10 +445,10 @@ CASES = [
         "foreign network replaced",
         {"host1": host("host1", net(None, managed=False)), "host2": fresh("host2")},
         [
-            ("host1", "noop", "enp0s9"),
             ("host1", "replace_network", "mac_net1"),
-            ("host2", "set_promisc", "enp0s9"),
+            ("host1", "noop", "enp0s9"),
             ("host2", "create_network", "mac_net1"),
+            ("host2", "set_promisc", "enp0s9"),
         ],
         {("host1", "mac_net1"): ["not made by orch", "replace with range 172.16.86.0/26"]},
         replace=True,
@@ -457,17 +457,17 @@ CASES = [
         "replace leaves in-sync hosts alone",
         {"host1": host("host1", net(R0)), "host2": host("host2", net(R64))},
         [
-            ("host1", "noop", "enp0s9"),
             ("host1", "noop", "mac_net1"),
-            ("host2", "noop", "enp0s9"),
+            ("host1", "noop", "enp0s9"),
             ("host2", "noop", "mac_net1"),
+            ("host2", "noop", "enp0s9"),
         ],
         replace=True,
     ),
     Case(
         "selected host only",
         {"host1": fresh("host1"), "host2": fresh("host2")},
-        [("host2", "set_promisc", "enp0s9"), ("host2", "create_network", "mac_net1")],
+        [("host2", "create_network", "mac_net1"), ("host2", "set_promisc", "enp0s9")],
         {("host2", "mac_net1"): ["172.16.86.64/26"]},
         selected=["host2"],
     ),
@@ -572,8 +572,8 @@ def test_plan_as_dict_is_json_with_changes_and_unchanged() -> None:
         assert set(item) == {"host", "action", "target", "reason"}
         assert all(isinstance(v, str) for v in item.values())
     assert [(c["host"], c["action"], c["target"]) for c in data["changes"]] == [
-        ("host1", "set_promisc", "enp0s9"),
         ("host1", "create_network", "mac_net1"),
+        ("host1", "set_promisc", "enp0s9"),
     ]
     assert [(c["host"], c["action"]) for c in data["unchanged"]] == [
         ("host2", "noop"),
@@ -585,7 +585,8 @@ def test_by_host_groups_in_order() -> None:
     plan = plan_setup(INV, {"host1": fresh("host1"), "host2": fresh("host2")})
     grouped = plan.by_host()
     assert list(grouped) == ["host1", "host2"]
-    assert [c.action for c in grouped["host1"]] == ["set_promisc", "create_network"]
+    # Networks first (their labels record the NIC's promisc state before orch), then the NIC.
+    assert [c.action for c in grouped["host1"]] == ["create_network", "set_promisc"]
 
 
 # --- ranges --------------------------------------------------------------------------------------
@@ -600,12 +601,12 @@ def test_adding_a_host_keeps_the_observed_ranges() -> None:
     }
     plan = plan_setup(inv3, observed)
     assert triples(plan) == [
-        ("host1", "noop", "enp0s9"),
         ("host1", "noop", "mac_net1"),
-        ("host2", "noop", "enp0s9"),
+        ("host1", "noop", "enp0s9"),
         ("host2", "noop", "mac_net1"),
-        ("host3", "noop", "enp0s9"),
+        ("host2", "noop", "enp0s9"),
         ("host3", "create_network", "mac_net1"),
+        ("host3", "noop", "enp0s9"),
     ]
     ranges = plan.ranges["mac_net1"]
     assert ranges["host1"] == R0 and ranges["host2"] == R64
@@ -714,10 +715,10 @@ def test_vlan_parent_needs_promisc_on_the_base_nic() -> None:
     observed = {"host1": fresh("host1"), "host2": host("host2")}
     plan = plan_setup(inv, observed)
     assert triples(plan) == [
-        ("host1", "set_promisc", "enp0s9"),
         ("host1", "create_network", "mac_net1"),
-        ("host2", "noop", "enp0s9"),
+        ("host1", "set_promisc", "enp0s9"),
         ("host2", "create_network", "mac_net1"),
+        ("host2", "noop", "enp0s9"),
     ]
     assert change(plan, "host1", "mac_net1").parent == "enp0s9.10"
     assert "create on enp0s9.10" in change(plan, "host1", "mac_net1").reason
