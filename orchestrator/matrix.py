@@ -91,6 +91,7 @@ class NetworkMatrix:
     cells: tuple[Cell, ...]
     probe_errors: tuple[tuple[str, str], ...] = ()  # (host, reason)
     hints: tuple[str, ...] = ()
+    ping_errors: tuple[tuple[str, str], ...] = ()  # (host, reason): its probe could not ping
 
     @property
     def ok(self) -> bool:
@@ -213,9 +214,10 @@ def build_matrix(
                 continue
             cells.append(_cell(src, dst, probes, pings))
     errors = tuple((h, probes[h].error) for h in hosts if h in probes and not probes[h].ok)
-    matrix = NetworkMatrix(network, tuple(hosts), tuple(cells), errors)
+    silent = tuple((h, p) for h in hosts if isinstance(p := pings.get(h), str))
+    matrix = NetworkMatrix(network, tuple(hosts), tuple(cells), errors, ping_errors=silent)
     hints = tuple(make_hints(matrix, diagnosis or {}))
-    return NetworkMatrix(network, tuple(hosts), tuple(cells), errors, hints)
+    return NetworkMatrix(network, tuple(hosts), tuple(cells), errors, hints, silent)
 
 
 def _cell(
@@ -276,9 +278,12 @@ def make_hints(matrix: NetworkMatrix, diagnosis: dict[str, HostDiagnosis]) -> li
     if len(hosts) < 2:
         return hints
     probe_errors = dict(matrix.probe_errors)
+    ping_errors = dict(matrix.ping_errors)
+    unmeasured = set(probe_errors) | set(ping_errors)
     for host in hosts:
-        # Pairs with a peer whose probe did not start are explained by that peer's hint.
-        skip = set() if host in probe_errors else set(probe_errors)
+        # Pairs with a peer whose probe did not start or could not ping measured nothing about
+        # this host: they are explained by that peer's hint.
+        skip = unmeasured - {host}
         col = [c for c in matrix.cells if c.dst == host and c.src not in skip]
         row = [c for c in matrix.cells if c.src == host and c.dst not in skip]
         if all(c.ok for c in col) and all(c.ok for c in row):
@@ -314,6 +319,8 @@ def make_hints(matrix: NetworkMatrix, diagnosis: dict[str, HostDiagnosis]) -> li
         elif host in probe_errors:
             # Nothing was pinged to or from it: not a cabling or ARP problem.
             hints.append(f"{host}: its probe did not start: {probe_errors[host]}")
+        elif host in ping_errors and whole_row and not whole_col:
+            hints.append(f"{host}: its probe could not run its pings: {ping_errors[host]}")
         elif whole_col and any(c.arp_resolved for c in col):
             hints.append(
                 f"{host}: ARP toward {host} resolves but every ping to it is lost: the NIC or "

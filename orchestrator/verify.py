@@ -75,6 +75,7 @@ class _HostRun:
         self.error = ""
         self.observe_error = ""
         self.docker_error = ""
+        self.left: list[str] = []  # probes that could not be removed
 
     def start(self) -> None:
         """Start this host's probes. The observation (for hints) runs at the same time as the
@@ -98,7 +99,7 @@ class _HostRun:
             # "auto": the engine's version comes with the first request, so no extra round trip.
             client = self.client = self.session.docker("auto")
             leftovers = client.api.containers(all=True, filters={"label": LABEL_PROBE}, quiet=True)
-        except docker.errors.DockerException as exc:
+        except Exception as exc:  # the engine (or dial-stdio) does not answer; settle() words it
             self.client = None
             self.docker_error = _docker_text(exc)
             return
@@ -195,20 +196,28 @@ class _HostRun:
 
     def cleanup(self) -> None:
         """End this host's probes (only after every probe has pinged them) and wait until the
-        engine has removed them (they were created with auto-remove)."""
+        engine has removed them (they were created with auto-remove). What cannot be removed
+        (the host stopped answering) is reported in `left`."""
         if self.client is None:
             return
         api = self.client.api
         for cid in self.containers.values():
-            with contextlib.suppress(docker.errors.APIError):  # not running (any more)
+            with contextlib.suppress(Exception):  # not running any more, or no answer: see below
                 api.kill(cid)
-        for cid in self.containers.values():
+        for network, cid in self.containers.items():
             try:
                 api.wait(cid, timeout=15, condition="removed")
             except docker.errors.NotFound:
                 continue
             except Exception:  # a wait that fails: remove it by force instead
-                _remove(self.client, cid)
+                try:
+                    _remove(self.client, cid)
+                except Exception as exc:
+                    self.left.append(
+                        f"{self.host.name}: probe on {network} ({cid[:12]}) could not be removed "
+                        f"({_docker_text(exc)[:120]}); it ends by itself within "
+                        f"{PROBE_LIFETIME_S // 60} min, and the next verify removes it"
+                    )
         self.containers.clear()
 
 
@@ -256,6 +265,7 @@ def run_verify(ctx: Context, probe_tar: Path | None = None, keep: bool = False) 
     finally:
         if not keep:
             for_each(list(runs.values()), lambda r: r.cleanup(), name=lambda r: r.host.name)
+    errors.extend(line for run in runs.values() for line in run.left)
     observed = {n: r.state for n, r in runs.items() if r.state is not None}
     diagnosis = _diagnose(ctx, runs, observed)
     matrices: list[NetworkMatrix] = []

@@ -557,3 +557,21 @@ def test_verify_result_as_dict_is_json() -> None:
     }
     assert n1["probe_errors"] == [{"host": "host3", "reason": "probe got no address"}]
     assert data["networks"][1]["ok"] is True
+
+
+def test_a_probe_that_could_not_ping_does_not_blame_its_peer() -> None:
+    # host2's connection broke after its probe started: host1 measured host2 fine, host2 could
+    # not run its pings. Nothing is wrong with host1.
+    probes = {
+        "host1": Probe("host1", "mac_net1", ip="172.16.86.2"),
+        "host2": Probe("host2", "mac_net1", ip="172.16.86.64"),
+    }
+    ok = PingResult(3, 3, 0.2)
+    pings: dict[str, tuple[dict[str, PingResult], dict[str, bool]] | str] = {
+        "host1": ({"172.16.86.64": ok}, {"172.16.86.64": True}),
+        "host2": "the SSH connection to the host broke",
+    }
+    m = build_matrix("mac_net1", ["host1", "host2"], probes, pings)
+    assert not m.ok
+    assert m.ping_errors == (("host2", "the SSH connection to the host broke"),)
+    assert len(m.hints) == 1 and m.hints[0].startswith("host2: its probe could not run its pings")
