@@ -12,12 +12,11 @@ import shlex
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import docker
 import paramiko
-from docker.types import IPAMConfig, IPAMPool
 
+from orchestrator._lazy import lazy_module
 from orchestrator.errors import ConnectError, DockerError, OrchError, RemoteCommandError
 from orchestrator.model import LABEL_MANAGED, Inventory
 from orchestrator.plan import Change
@@ -30,6 +29,11 @@ from orchestrator.state import (
     parse_observation,
     promisc_nic,
 )
+
+if TYPE_CHECKING:
+    import docker
+else:
+    docker = lazy_module("docker")  # the SDK costs ~0.2 s to import; an in-sync run needs none
 
 Status = Literal["changed", "unchanged", "failed"]
 
@@ -126,6 +130,8 @@ def create_network(client: docker.DockerClient, change: Change) -> str:
     spec = change.network
     assert spec is not None and change.ip_range is not None
     options = {"parent": change.parent, "macvlan_mode": spec.mode}
+    from docker.types import IPAMConfig, IPAMPool
+
     pool = IPAMPool(
         subnet=str(spec.subnet),
         iprange=str(change.ip_range),

@@ -20,11 +20,9 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import docker
 import paramiko
-from docker.transport import SSHHTTPAdapter
 from fabric import Config, Connection
 from invoke.exceptions import AuthFailure, CommandTimedOut
 from paramiko.hostkeys import InvalidHostKey
@@ -32,11 +30,9 @@ from paramiko.hostkeys import InvalidHostKey
 from orchestrator.errors import ConnectError, HostKeyError
 from orchestrator.model import Host, SSHSettings
 
-# Channels per host for Docker API traffic. sshd's MaxSessions (10 by default) counts every open
-# channel of a connection: keep docker's share small so that shell commands always find a slot.
-MIN_API_VERSION = "1.24"  # docker-py's minimum; only a placeholder until the engine answers
-DOCKER_POOLS = 1
-DOCKER_POOL_SIZE = 4
+if TYPE_CHECKING:
+    import docker
+
 
 Logger = Callable[[str], None]
 
@@ -127,42 +123,6 @@ class CommandResult:
     @property
     def ok(self) -> bool:
         return self.exited == 0
-
-
-class _SharedTransportAdapter(SSHHTTPAdapter):  # type: ignore[misc]
-    """docker-py's SSH adapter, riding on an already open Fabric connection.
-
-    Relies on docker-py internals that are stable across docker 7.x (pinned in pyproject.toml);
-    `tests/unit/test_session.py` guards them.
-    """
-
-    def __init__(self, cxn: Connection, timeout: float) -> None:
-        self._cxn = cxn
-        super().__init__(
-            "ssh://shared",
-            timeout=timeout,
-            pool_connections=DOCKER_POOLS,
-            max_pool_size=DOCKER_POOL_SIZE,
-            shell_out=False,
-        )
-
-    def _create_paramiko_client(self, base_url: str) -> None:
-        self._cxn.open()
-        self.ssh_client = self._cxn.client
-        self.ssh_params: dict[str, Any] = {}
-
-    def _connect(self) -> None:
-        self._cxn.open()
-
-    def get_connection(self, url: str, proxies: object = None) -> Any:
-        # docker-py keys pools by the full URL, so every new path opens another channel (and
-        # spawns another `docker system dial-stdio` on the host). One pool serves every path
-        # here, so that keep-alive connections are reused across requests.
-        return super().get_connection("http+docker://ssh/", proxies)
-
-    def close(self) -> None:
-        # Close our channels only; the Fabric connection belongs to the session.
-        self.pools.clear()
 
 
 class HostSession:
@@ -392,24 +352,13 @@ class HostSession:
         """A Docker client over this session's SSH transport, pinned to `api_version`.
 
         Pinning the version (known from the observation) skips the negotiation round trip;
-        "auto" asks the engine with the first request instead.
+        "auto" asks the engine with the first request instead. The docker SDK is imported
+        here, on first use: commands that need no Docker API call never pay for it.
         """
         if self._docker is None:
-            cxn = self.connection
-            client = docker.DockerClient(
-                base_url="tcp://127.0.0.1:9",
-                version=MIN_API_VERSION if api_version == "auto" else api_version,
-                timeout=int(self.ssh.command_timeout),
-            )
-            adapter = _SharedTransportAdapter(cxn, timeout=self.ssh.command_timeout)
-            api = client.api
-            api._custom_adapter = adapter
-            api.mount("http+docker://ssh", adapter)
-            api._unmount("http://", "https://")
-            api.base_url = "http+docker://ssh"
-            if api_version == "auto":
-                api._version = str(api.version(api_version=False)["ApiVersion"])
-            self._docker = client
+            from orchestrator.dockerlink import docker_client
+
+            self._docker = docker_client(self.connection, api_version, self.ssh.command_timeout)
         return self._docker
 
     def log(self, message: str) -> None:

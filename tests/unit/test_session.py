@@ -20,14 +20,12 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from docker.api.client import APIClient
 from docker.transport import SSHHTTPAdapter
 
+from orchestrator.dockerlink import DOCKER_POOL_SIZE, DOCKER_POOLS, _SharedTransportAdapter
 from orchestrator.errors import ConnectError, HostKeyError
 from orchestrator.model import Host, SSHSettings
 from orchestrator.session import (
-    DOCKER_POOL_SIZE,
-    DOCKER_POOLS,
     HostSession,
     _RejectUnknown,
-    _SharedTransportAdapter,
     _TrustOnFirstUse,
     fingerprint,
     known_hosts_name,
