@@ -75,6 +75,7 @@ def observe_host(session: HostSession, inventory: Inventory) -> HostState:
         )
     state = parse_observation(session.host.name, result.stdout)
     session.is_root = state.is_root
+    session.ip_path = state.ip_path
     return state
 
 
@@ -121,8 +122,12 @@ def _check(result: CommandResult, session: HostSession) -> None:
 
 
 def _ip_link(session: HostSession, nic: str, *words: str) -> None:
-    cmd = f"ip link set dev {shlex.quote(nic)} " + " ".join(words)
-    _check(session.run_privileged(f'env PATH="$PATH:/usr/sbin:/sbin" {cmd}'), session)
+    # The absolute path found by the observation: sudo then checks (and runs) `ip` itself, so
+    # a sudoers rule for ip alone works, and the user's own PATH never reaches root.
+    ip = shlex.quote(session.ip_path)
+    _check(
+        session.run_privileged(f"{ip} link set dev {shlex.quote(nic)} {' '.join(words)}"), session
+    )
 
 
 def create_network(client: docker.DockerClient, change: Change) -> str:
@@ -305,10 +310,15 @@ def _created_meanwhile(client: docker.DockerClient, change: Change) -> bool:
     )
 
 
-def _orch_network_on(client: docker.DockerClient, nic: str) -> bool:
-    """True when an orch network on the engine has `nic` as its parent's base NIC."""
+def _orch_network_on(client: docker.DockerClient, nic: str, exclude: set[str]) -> bool:
+    """True when an orch network, other than the IDs in `exclude`, has `nic` as its parent's
+    base NIC."""
     nets: list[dict[str, Any]] = client.api.networks(filters={"label": f"{LABEL_MANAGED}=true"})
-    return any(promisc_nic(str((n.get("Options") or {}).get("parent", ""))) == nic for n in nets)
+    return any(
+        promisc_nic(str((n.get("Options") or {}).get("parent", ""))) == nic
+        and n.get("Id") not in exclude
+        for n in nets
+    )
 
 
 def _rollback(
@@ -322,6 +332,7 @@ def _rollback(
     rolled: list[str] = []
     host = session.host.name
     broken = ""  # once the connection is gone, do not wait out a timeout per entry
+    ours = {str(what) for kind, what in undo if kind == "network"}  # removed by this rollback
     for index in reversed(range(len(undo))):
         kind, what = undo[index]
         try:
@@ -334,15 +345,15 @@ def _rollback(
                 rolled.append(f"removed network {what[:12]}")
             elif kind == "link":
                 nic, up, promisc = what
-                if not promisc and client is not None and _orch_network_on(client, nic):
+                if not promisc and client is not None and _orch_network_on(client, nic, ours):
                     rolled.append(
                         f"kept {nic} promisc on: an orch network that another run made "
                         "meanwhile uses it"
                     )
                     continue
-                _ip_link(session, nic, "promisc", "on" if promisc else "off")
-                if not up:
-                    _ip_link(session, nic, "down")
+                _ip_link(
+                    session, nic, "promisc", "on" if promisc else "off", *([] if up else ["down"])
+                )
                 rolled.append(f"{nic} back to promisc {'on' if promisc else 'off'}")
         except Exception as exc:  # best effort: report, go on with the rest
             if left is not None:

@@ -66,7 +66,6 @@ app.add_typer(lab_app, name="lab")
 class _State:
     inventory: Path = Path("hosts.toml")
     verbose: bool = False
-    started: float = 0.0
 
 
 STATE = _State()
@@ -168,7 +167,6 @@ def main_callback(
     """orch: cross-host macvlan networking for plain Docker hosts."""
     STATE.inventory = inventory
     STATE.verbose = verbose
-    STATE.started = time.monotonic()
 
 
 @app.command()
@@ -179,10 +177,11 @@ def plan(
     ] = False,
     json_out: JsonOpt = False,
     trust: TrustOpt = False,
+    ask_sudo: AskSudoOpt = False,
 ) -> None:
     """Show what `orch setup` would change on each host, and why. Changes nothing."""
     try:
-        with _context(host, trust) as ctx:
+        with _context(host, trust, ask_sudo) as ctx:
             the_plan, observed = run_plan(ctx, replace)
     except KeyboardInterrupt:
         _interrupted()
@@ -216,7 +215,7 @@ def setup(
     rolled back and reported, the others still converge. Exit 0 when every host converged.
     """
     if dry_run:
-        plan(host=host, replace=replace, json_out=json_out, trust=trust)
+        plan(host=host, replace=replace, json_out=json_out, trust=trust, ask_sudo=ask_sudo)
         return
     try:
         with _context(host, trust, ask_sudo) as ctx:
@@ -322,9 +321,13 @@ def verify(
         _interrupted()
     except OrchError as exc:
         _fail(exc)
-    if junit is not None:
-        junit.write_text(junit_xml(result))
     typer.echo(to_json(result.as_dict()) if json_out else verify_text(result, _color()))
+    if junit is not None:
+        try:
+            junit.write_text(junit_xml(result))
+        except OSError as exc:
+            _err(f"error: --junit {junit}: cannot write it ({exc.strerror})")
+            raise typer.Exit(code=int(ExitCode.USAGE)) from None
     if not result.ok:
         raise typer.Exit(code=int(ExitCode.FAILED))
 

@@ -13,9 +13,9 @@ import docker
 from docker.transport import SSHHTTPAdapter
 from fabric import Connection
 
+MIN_API_VERSION = "1.24"  # docker-py's minimum; only a placeholder until the engine answers
 # Channels per host for Docker API traffic. sshd's MaxSessions (10 by default) counts every open
 # channel of a connection: keep docker's share small so that shell commands always find a slot.
-MIN_API_VERSION = "1.24"  # docker-py's minimum; only a placeholder until the engine answers
 DOCKER_POOLS = 1
 DOCKER_POOL_SIZE = 4
 

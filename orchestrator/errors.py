@@ -12,7 +12,7 @@ class ExitCode(IntEnum):
     """Process exit codes (2 is left to Typer for usage errors)."""
 
     OK = 0
-    FAILED = 1  # a host, a change or a ping failed, or the command is not implemented
+    FAILED = 1  # a host, a change or a ping failed
     USAGE = 2
     INVENTORY = 3  # hosts.toml is missing or invalid
     CONNECT = 4  # no host could be reached at all
@@ -70,7 +70,3 @@ class LabError(OrchError):
     """The local namespace lab cannot do what was asked."""
 
     exit_code = ExitCode.LAB
-
-
-class NotImplementedYet(OrchError):
-    """A command that a later issue fills in."""

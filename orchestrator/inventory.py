@@ -173,9 +173,24 @@ def _port(p: _Problems, where: str, value: object) -> int | None:
     return value
 
 
-def _positive(p: _Problems, where: str, value: object, upper: float) -> float | None:
+def _positive(
+    p: _Problems, where: str, value: object, upper: float, lower: float = 0.0
+) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= upper:
         p.add(where, f"{_describe(value)} is out of range; use a number in (0, {upper}]")
+        return None
+    if value < lower:
+        p.add(where, f"{value} is too short; use at least {lower:g} (Fabric rounds down to whole "
+              "seconds, and 0 would mean no timeout at all)")  # fmt: skip
+        return None
+    return float(value)
+
+
+def _whole_seconds(p: _Problems, where: str, value: object, upper: int) -> float | None:
+    # busybox ping's -W takes whole seconds only ("invalid number '0.5'").
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= upper:
+        p.add(where, f"{_describe(value)} is not a whole number of seconds from 1 to {upper} "
+              "(ping's -W takes whole seconds)")  # fmt: skip
         return None
     return float(value)
 
@@ -572,8 +587,8 @@ def parse_inventory(data: dict[str, Any], path: Path) -> Inventory:
     ssh_raw = _table(p, "ssh", data.get("ssh", {})) or {}
     p.unknown_keys("ssh", ssh_raw, SSH_KEYS)
     known = _optional(p, ssh_raw, "ssh", "known_hosts", _path_field, base)
-    connect_timeout = _optional(p, ssh_raw, "ssh", "connect_timeout", _positive, 600)
-    command_timeout = _optional(p, ssh_raw, "ssh", "command_timeout", _positive, 3600)
+    connect_timeout = _optional(p, ssh_raw, "ssh", "connect_timeout", _positive, 600, 1.0)
+    command_timeout = _optional(p, ssh_raw, "ssh", "command_timeout", _positive, 3600, 1.0)
     ssh = SSHSettings(
         known_hosts=known or DEFAULT_KNOWN_HOSTS.expanduser(),
         connect_timeout=connect_timeout or 10.0,
@@ -597,7 +612,7 @@ def parse_inventory(data: dict[str, Any], path: Path) -> Inventory:
         p.add("verify.count", f"{_describe(count)} is out of range; use a whole number 1-100")
         count = 3
     interval = _optional(p, verify_raw, "verify", "interval", _positive, 10)
-    ping_timeout = _optional(p, verify_raw, "verify", "timeout", _positive, 60)
+    ping_timeout = _optional(p, verify_raw, "verify", "timeout", _whole_seconds, 60)
     # Not VerifySettings.image: with slots=True that is the slot descriptor, not the default.
     default_verify = VerifySettings()
     verify = VerifySettings(
@@ -606,6 +621,12 @@ def parse_inventory(data: dict[str, Any], path: Path) -> Inventory:
         interval=interval or default_verify.interval,
         timeout=ping_timeout or default_verify.timeout,
     )
+    # The pings of one probe run in one exec that must end within the command timeout.
+    longest = verify.count * verify.interval + verify.timeout + 2
+    if longest > ssh.command_timeout:
+        p.add("verify.count", f"{verify.count} pings every {verify.interval:g} s can take "
+              f"{longest:g} s, longer than ssh.command_timeout ({ssh.command_timeout:g} s); "
+              "ping less or raise the timeout")  # fmt: skip
     if p.items:
         raise InventoryError(p.items)
     return Inventory(

@@ -14,7 +14,7 @@ from orchestrator.apply import HostReport, apply_host, observe_host
 from orchestrator.errors import ConnectError, OrchError
 from orchestrator.model import Host, Inventory
 from orchestrator.parallel import for_each
-from orchestrator.plan import Plan, plan_setup, plan_teardown
+from orchestrator.plan import Plan, network_state, plan_setup, plan_teardown
 from orchestrator.session import HostSession, fingerprint
 from orchestrator.state import HostState, promisc_nic
 
@@ -28,7 +28,7 @@ class Context:
     inventory: Inventory
     selected: list[str] = field(default_factory=list)
     trust_new_hosts: bool = False
-    sudo_password: str | None = None
+    sudo_password: str | None = field(default=None, repr=False)
     log: Logger = lambda _m: None
     verbose: bool = False
     cancel: threading.Event = field(default_factory=threading.Event)
@@ -183,7 +183,7 @@ class HostStatusReport:
     reachable: bool
     error: str = ""
     user: str = ""
-    nics: tuple[tuple[str, bool, bool], ...] = ()  # name, UP, PROMISC (None if missing)
+    nics: tuple[tuple[str, bool, bool], ...] = ()  # name, UP, PROMISC (False if missing)
     networks: tuple[NetworkStatus, ...] = ()
 
     def as_dict(self) -> dict[str, object]:
@@ -208,9 +208,8 @@ class HostStatusReport:
 
 def run_status(ctx: Context) -> list[HostStatusReport]:
     """Per selected host: parent NICs and each inventory network (absent, in sync, drift)."""
-    observed = observe_all(ctx, list(ctx.inventory.hosts) if ctx.selected else ctx.hosts)
-    plan = plan_setup(ctx.inventory, observed, ctx.selected or None)
-    by_host = plan.by_host()
+    # Every host counts for the ranges, so observe them all (a subset only filters the rows).
+    observed = observe_all(ctx, list(ctx.inventory.hosts))
     out = []
     for host in ctx.hosts:
         state = observed.get(host.name)
@@ -229,23 +228,12 @@ def run_status(ctx: Context) -> list[HostStatusReport]:
             link = state.links.get(nic)
             nics.append((nic, bool(link and link.up), bool(link and link.promisc)))
         nets = []
-        changes = {c.target: c for c in by_host.get(host.name, [])}
         for spec in ctx.inventory.networks:
-            observed_net = state.networks.get(spec.name)
-            change = changes.get(spec.name)
-            containers = tuple(
-                f"{c.name} {c.ipv4}" for c in (observed_net.containers if observed_net else ())
-            )
-            rng = str(observed_net.ip_range or "-") if observed_net else "-"
-            if observed_net is None:
-                nets.append(NetworkStatus(spec.name, "absent", "run orch setup", rng, ()))
-            elif change is not None and change.action == "noop":
-                nets.append(NetworkStatus(spec.name, "in sync", "", rng, containers))
-            else:
-                detail = change.reason.removeprefix("drift: ") if change else ""
-                detail = detail.split("; rerun with --replace")[0]
-                state_word = "drift" if observed_net.managed else "not orch's"
-                nets.append(NetworkStatus(spec.name, state_word, detail, rng, containers))
+            net = state.networks.get(spec.name)
+            word, detail = network_state(ctx.inventory, observed, host, spec)
+            containers = tuple(f"{c.name} {c.ipv4}" for c in (net.containers if net else ()))
+            rng = str(net.ip_range or "-") if net else "-"
+            nets.append(NetworkStatus(spec.name, word, detail, rng, containers))
         out.append(
             HostStatusReport(
                 host.name, True, user=state.user, nics=tuple(nics), networks=tuple(nets)

@@ -302,6 +302,46 @@ def _plan_host(
     return out + nic_changes
 
 
+def drift(
+    spec: NetworkSpec,
+    host: Host,
+    net: NetworkState,
+    rng: IPv4Network,
+    range_problem: str | None = None,
+) -> list[str]:
+    """How an existing network differs from the inventory on `host` (empty: in sync)."""
+    diffs = _differences(spec, host, net)
+    if not net.managed:
+        diffs.insert(0, "not made by orch")
+    if net.ip_range != rng:
+        if range_problem:
+            diffs.append(range_problem)
+        elif net.managed:
+            diffs.append(f"range {net.ip_range} (want {rng})")
+    return diffs
+
+
+def network_state(
+    inventory: Inventory, observed: Observed, host: Host, spec: NetworkSpec
+) -> tuple[str, str]:
+    """(absent | in sync | drift | not orch's, detail) of `spec` on `host`, for status and hints.
+
+    Raises:
+        PlanError: the subnet cannot hold the hosts.
+    """
+    state = observed.get(host.name)
+    net = state.networks.get(spec.name) if isinstance(state, HostState) else None
+    if net is None:
+        return "absent", "run orch setup"
+    ranges, problems = allocate_ranges(inventory, observed)
+    diffs = drift(
+        spec, host, net, ranges[spec.name][host.name], problems.get((host.name, spec.name))
+    )
+    if not diffs:
+        return "in sync", ""
+    return ("drift" if net.managed else "not orch's"), "; ".join(diffs)
+
+
 def _plan_network(
     host: Host,
     spec: NetworkSpec,
@@ -329,14 +369,7 @@ def _plan_network(
             promisc_before=before,
             parent=spec.parent_for(host),
         )
-    diffs = _differences(spec, host, existing)
-    if not existing.managed:
-        diffs.insert(0, "not made by orch")
-    if existing.ip_range != rng:
-        if range_problem:
-            diffs.append(range_problem)
-        elif existing.managed:
-            diffs.append(f"range {existing.ip_range} (want {rng})")
+    diffs = drift(spec, host, existing, rng, range_problem)
     if not diffs:
         return Change(
             host.name, "noop", spec.name, f"in sync, range {rng}", network=spec, ip_range=rng

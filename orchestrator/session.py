@@ -150,6 +150,7 @@ class HostSession:
         self._cxn: Connection | None = None
         self._docker: docker.DockerClient | None = None
         self.is_root: bool | None = None
+        self.ip_path = "/usr/sbin/ip"  # set by the observation
 
     # ------------------------------------------------------------------ connection
     def connect(self) -> None:
@@ -175,6 +176,28 @@ class HostSession:
             connect_kwargs=connect_kwargs,  # a fresh dict per connection (Fabric mutates it)
             config=config,
         )
+        # Every hop (a ProxyJump gateway too) gets the same host-key policy and timeouts:
+        # Fabric's own default would accept any key.
+        hop: object = cxn
+        while isinstance(hop, Connection):
+            self._guard(hop)
+            hop = hop.gateway
+        target = f"{cxn.user}@{cxn.host}:{cxn.port}"
+        try:
+            self._open(cxn, target)
+        except BaseException:
+            # Fabric only tracks the transport once connect() returned: close the client too,
+            # or a refused connection leaves its transport thread and socket behind.
+            _close_all(cxn)
+            raise
+        self._cxn = cxn
+        transport = cxn.transport
+        if transport is not None:
+            _bound_waits(transport, self.ssh.connect_timeout)
+
+    def _guard(self, cxn: Connection) -> None:
+        """Strict host keys on `cxn`: known_hosts files, then refuse (or TOFU when asked)."""
+        host = self.host
         client = cxn.client
         try:
             client.load_system_host_keys()
@@ -191,16 +214,8 @@ class HostSession:
             else _RejectUnknown(host, self.ssh.known_hosts)
         )
         client.set_missing_host_key_policy(policy)
-        target = f"{cxn.user}@{cxn.host}:{cxn.port}"
-        try:
-            self._open(cxn, target)
-        except BaseException:
-            cxn.close()
-            raise
-        self._cxn = cxn
-        transport = cxn.transport
-        if transport is not None:
-            _bound_waits(transport, self.ssh.connect_timeout)
+        if cxn.connect_timeout is None:
+            cxn.connect_timeout = self.ssh.connect_timeout
 
     def _open(self, cxn: Connection, target: str) -> None:
         host = self.host
@@ -250,7 +265,7 @@ class HostSession:
                 self._docker.close()
             self._docker = None
         if self._cxn is not None:
-            self._cxn.close()
+            _close_all(self._cxn)
             self._cxn = None
 
     def __enter__(self) -> HostSession:
@@ -373,5 +388,17 @@ def _short(command: str, limit: int = 80) -> str:
 
 
 def sudo_password_from_env() -> str | None:
-    """The sudo password from $ORCH_SUDO_PASSWORD, if set (never from a file)."""
-    return os.environ.get("ORCH_SUDO_PASSWORD") or None
+    """The sudo password from $ORCH_SUDO_PASSWORD, if set (never from a file). It is taken out
+    of the environment, so that no child process (a ProxyCommand, say) inherits it."""
+    return os.environ.pop("ORCH_SUDO_PASSWORD", None) or None
+
+
+def _close_all(cxn: Connection) -> None:
+    """Close a connection, its paramiko client and every gateway hop behind it."""
+    hop: Any = cxn
+    while hop is not None and not isinstance(hop, str):  # a str gateway is a ProxyCommand
+        with contextlib.suppress(Exception):
+            hop.close()
+        with contextlib.suppress(Exception):
+            hop.client.close()
+        hop = getattr(hop, "gateway", None)

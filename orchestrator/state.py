@@ -2,12 +2,13 @@
 
 `observe_script()` builds one shell script that reports everything orch needs to plan for a host
 (user, sudo, every link with `ip -j -d`, Docker API version, the inventory's networks); the
-output is parsed by `parse_observation()`. Both are pure; `observe.py` runs the script.
+output is parsed by `parse_observation()`. Both are pure; `apply.observe_host` runs it.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, ip_address, ip_network
@@ -17,6 +18,9 @@ from orchestrator.model import LABEL_MANAGED, LABEL_PROMISC_BEFORE, LABEL_RANGE
 
 SudoAbility = Literal["root", "yes", "no"]
 MARK = "@@orch@@"
+# orch-probe-<network>-<8 hex run id> (see verify.py); a user's "orch-probe-x" is not orch's.
+_PROBE_NAME_RE = re.compile(r"orch-probe-[A-Za-z0-9_.-]+-[0-9a-f]{8}")
+_PATH_RE = re.compile(r"/[A-Za-z0-9/_.+-]*")
 _SUDO: dict[str, SudoAbility] = {"root": "root", "yes": "yes", "no": "no"}
 
 
@@ -84,6 +88,7 @@ class HostState:
     docker_api: str | None  # None: the engine did not answer
     docker_error: str
     networks: dict[str, NetworkState]
+    ip_path: str = "/usr/sbin/ip"  # absolute path of `ip` on the host
 
     @property
     def is_root(self) -> bool:
@@ -109,6 +114,9 @@ def observe_script(networks: list[str]) -> str:
         f"echo; echo {MARK}sudo",
         'if [ "$(id -u)" = 0 ]; then echo root; '
         "elif sudo -n true 2>/dev/null; then echo yes; else echo no; fi",
+        # `ip` from the system directories only: it runs as root, so never one from $PATH.
+        f"echo; echo {MARK}ip; for d in /usr/sbin /sbin /usr/bin /bin; do "
+        '[ -x "$d/ip" ] && echo "$d/ip" && break; done',
         f"echo; echo {MARK}links; ip -j -d link show 2>&1",
         f"echo; echo {MARK}docker; docker version --format {fmt} 2>&1",
     ]
@@ -181,7 +189,7 @@ def parse_network(raw: dict[str, Any]) -> NetworkState:
             AttachedContainer(
                 name=name,
                 ipv4=str(info.get("IPv4Address", "")).split("/")[0],
-                orch_probe=name.startswith("orch-probe-"),
+                orch_probe=_PROBE_NAME_RE.fullmatch(name) is not None,
             )
         )
     return NetworkState(
@@ -228,7 +236,15 @@ def parse_observation(host: str, text: str) -> HostState:
         docker_api=api if docker_ok else None,
         docker_error="" if docker_ok else (docker_out.strip().splitlines() or ["no answer"])[-1],
         networks=networks,
+        ip_path=_ip_path(sec.get("ip", "")),
     )
+
+
+def _ip_path(text: str) -> str:
+    """The absolute path `command -v ip` printed, if it is a plain one; else the usual one."""
+    lines = text.strip().splitlines()
+    path = lines[-1].strip() if lines else ""
+    return path if _PATH_RE.fullmatch(path) else "/usr/sbin/ip"
 
 
 def labels_for(ip_range: IPv4Network, promisc_before: bool) -> dict[str, str]:

@@ -33,7 +33,7 @@ from orchestrator.matrix import (
 from orchestrator.model import LABEL_NETWORK, LABEL_PROBE, Host
 from orchestrator.ops import Context
 from orchestrator.parallel import for_each
-from orchestrator.plan import plan_setup
+from orchestrator.plan import network_state
 from orchestrator.session import HostSession
 from orchestrator.state import HostState, promisc_nic
 
@@ -91,8 +91,8 @@ class _HostRun:
     def _observe(self) -> None:
         try:
             self.state = observe_host(self.session, self.ctx.inventory)
-        except OrchError as exc:
-            self.observe_error = str(exc).removeprefix(f"{self.host.name}: ")
+        except Exception as exc:  # a thread must not die with a traceback: keep the reason
+            self.observe_error = str(exc).removeprefix(f"{self.host.name}: ") or repr(exc)
 
     def _start_probes(self) -> None:
         try:
@@ -142,7 +142,7 @@ class _HostRun:
             self.error = f"Docker engine does not answer: {self.docker_error}"
 
     def _start_probe(self, client: docker.DockerClient, network: str, image: str) -> Probe:
-        name = f"orch-probe-{network}-{self.run_id}"[:63]
+        name = f"orch-probe-{network[:40]}-{self.run_id}"  # the run id is never cut off
         api = client.api
         host_config = api.create_host_config(
             cap_drop=["ALL"],
@@ -162,8 +162,14 @@ class _HostRun:
             network_disabled=False,
         )
         cid = container["Id"]
+        try:
+            api.start(cid)
+        except Exception:
+            # auto-remove applies only to a started container: remove this one now.
+            with contextlib.suppress(Exception):
+                api.remove_container(cid, force=True)
+            raise
         self.containers[network] = cid
-        api.start(cid)
         info: dict[str, Any] = api.inspect_container(cid)
         nets = info.get("NetworkSettings", {}).get("Networks", {}) or {}
         ip = str((nets.get(network) or {}).get("IPAddress", ""))
@@ -298,10 +304,6 @@ def _diagnose(
         h.name: OrchError("not observed") for h in ctx.inventory.hosts
     }
     everyone.update(observed)
-    try:
-        by_host = plan_setup(ctx.inventory, everyone, [h.name for h in ctx.hosts]).by_host()
-    except OrchError:
-        by_host = {}
     out: dict[str, dict[str, HostDiagnosis]] = {}
     for spec in ctx.inventory.networks:
         per: dict[str, HostDiagnosis] = {}
@@ -318,13 +320,10 @@ def _diagnose(
             nic = promisc_nic(spec.parent_for(h))
             link = state.links.get(nic)
             net = state.networks.get(spec.name)
-            change = next((c for c in by_host.get(h.name, []) if c.target == spec.name), None)
-            if net is None:
-                word = "absent"
-            elif change is not None and change.action == "noop":
-                word = "in sync"
-            else:
-                word = "drift" if net.managed else "not orch's"
+            try:
+                word, _detail = network_state(ctx.inventory, everyone, h, spec)
+            except OrchError:
+                word = "in sync" if net is not None else "absent"
             per[h.name] = HostDiagnosis(
                 network_state=word,
                 nic=nic,

@@ -1,4 +1,4 @@
 """The local lab: Docker hosts made of network namespaces, each with its own sshd and dockerd.
 
-See `orchestrator/lab/README.md` for how a lab is wired.
+How a lab is wired: the module docstring of `core.py` and "The local lab" in README.md.
 """

@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from ipaddress import IPv4Network
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from orchestrator.errors import LabError
 from orchestrator.lab.probe import build_rootfs_tar, find_busybox
@@ -733,7 +733,8 @@ class Lab:
         sshd = h.sshd_pid or _read_pid(hdir / "sshd.pid")
         dockerd = h.dockerd_pid or _read_pid(hdir / "docker.pid")
         if pid_alive(dockerd) and self.docker_sock(h.index).exists():
-            # Probes run `sleep`, which ignores SIGTERM: remove containers first so that the
+            # A container whose PID 1 ignores SIGTERM (a bare `sleep`) would hold the engine's
+            # shutdown for its grace period: remove containers first so that the
             # engine stops at once instead of waiting out the grace period.
             sock = f"unix://{self.docker_sock(h.index)}"
             ids = _run(["docker", "-H", sock, "ps", "-aq"], check=False).split()
@@ -972,8 +973,3 @@ def _pids_in_netns(ns_path: Path) -> Iterator[int]:
                 yield int(entry.name)
         except OSError:
             continue
-
-
-def lab_summary(state: LabState) -> dict[str, Any]:
-    """A JSON-able description of a lab for `orch lab status --json`."""
-    return asdict(state)

@@ -458,7 +458,7 @@ PROBLEMS: list[tuple[str, Mutation, str, str]] = [
     ("verify-interval-negative", _set(**{"verify.interval": -1}), "verify.interval",
      "use a number in (0, 10]"),
     ("verify-timeout-nan", _set(**{"verify.timeout": float("nan")}), "verify.timeout",
-     "use a number in (0, 60]"),
+     "is not a whole number of seconds from 1 to 60"),
     ("verify-image-upper", _set(**{"verify.image": "Orch-Probe"}), "verify.image",
      "use a name such as orch-probe:latest"),
     ("second-host-bad-address", _add_host(name="host3", address="10.0.0.1 "),
@@ -701,3 +701,35 @@ def test_select_with_an_unknown_name_raises_key_error() -> None:
     with pytest.raises(KeyError) as info:
         inv.select(["host1", "nope", "other"])
     assert info.value.args == ("nope",)
+
+
+def _minimal(**extra: object) -> dict[str, object]:
+    doc: dict[str, object] = {
+        "defaults": {"parent": "enp0s9"},
+        "hosts": [{"name": "host1", "address": "192.0.2.1"}],
+        "networks": [{"name": "mac_net1", "subnet": "172.16.86.0/24"}],
+    }
+    doc.update(extra)
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("extra", "where", "words"),
+    [
+        ({"verify": {"timeout": 0.5}}, "verify.timeout", "whole number of seconds"),
+        ({"ssh": {"connect_timeout": 0.5}}, "ssh.connect_timeout", "at least 1"),
+        ({"ssh": {"command_timeout": 0.2}}, "ssh.command_timeout", "at least 1"),
+        (
+            {"verify": {"count": 100, "interval": 1}, "ssh": {"command_timeout": 60}},
+            "verify.count",
+            "longer than ssh.command_timeout",
+        ),
+    ],
+)
+def test_timeouts_that_could_not_work_are_refused(
+    extra: dict[str, object], where: str, words: str
+) -> None:
+    with pytest.raises(InventoryError) as err:
+        parse_inventory(_minimal(**extra), Path("hosts.toml"))
+    assert len(err.value.problems) == 1
+    assert f"hosts.toml: {where}: " in err.value.problems[0] and words in err.value.problems[0]

@@ -101,9 +101,9 @@ def test_ping_script_backgrounds_one_ping_per_target() -> None:
 
 
 def test_ping_script_uses_the_settings() -> None:
-    script = ping_script(["10.0.0.2"], VerifySettings(count=10, interval=0.5, timeout=2.5))
+    script = ping_script(["10.0.0.2"], VerifySettings(count=10, interval=0.5, timeout=2))
     # deadline = count * interval + timeout + 1.5, whole seconds
-    assert "ping -q -c 10 -i 0.5 -W 2.5 -w 9 10.0.0.2" in script
+    assert "ping -q -c 10 -i 0.5 -W 2 -w 8 10.0.0.2" in script
 
 
 def test_ping_script_without_targets_only_reads_neighbours() -> None:

@@ -25,6 +25,7 @@ from orchestrator.plan import (
     Plan,
     allocate_ranges,
     check_capacity,
+    network_state,
     plan_setup,
     plan_teardown,
 )
@@ -956,3 +957,17 @@ def test_teardown_of_nothing_is_empty() -> None:
             {"host": "host2", "action": "noop", "target": "mac_net1", "reason": "absent"},
         ],
     }
+
+
+def test_network_state_does_not_call_an_unplannable_host_drifted() -> None:
+    # promisc off and no passwordless sudo: setup cannot plan this host's NIC, but the network
+    # itself is in sync, and status/verify must say so (not "drift").
+    nosudo = host("host1", net(R0), links=FRESH_LINKS, sudo="no", user="alice")
+    observed = {"host1": nosudo, "host2": host("host2", net(R64))}
+    h1 = INV.hosts[0]
+    spec = INV.networks[0]
+    assert network_state(INV, observed, h1, spec) == ("in sync", "")
+    other = host("host1", net(R0, subnet="10.9.0.0/24", gateway="10.9.0.1"))
+    word, detail = network_state(INV, {"host1": other, "host2": observed["host2"]}, h1, spec)
+    assert word == "drift" and "subnet 10.9.0.0/24" in detail
+    assert network_state(INV, {"host1": host("host1")}, h1, spec) == ("absent", "run orch setup")

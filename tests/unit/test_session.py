@@ -203,8 +203,9 @@ def test_session_docker_client_rides_on_the_session(tmp_path: Path) -> None:
     assert api._custom_adapter is adapter
     assert "http://" not in api.adapters and "https://" not in api.adapters
     assert api._url("/networks/{0}", "mac_net1") == "http+docker://ssh/v1.45/networks/mac_net1"
+    client.close()
+    assert cxn.closes == 0 and cxn.client.closes == 0  # docker does not close the session's SSH
     session.close()
-    assert cxn.closes == 1  # the session closes its connection once
-    assert cxn.client.closes == 0  # the adapter did not close it behind the session's back
+    assert cxn.closes == 1  # the session closes its connection (and paramiko client) once
     session.close()  # idempotent
     assert cxn.closes == 1

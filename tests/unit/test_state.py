@@ -193,7 +193,7 @@ MANAGED_NET: dict[str, Any] = {
             "IPv6Address": "",
         },
         PROBE_ID: {
-            "Name": "orch-probe-1a2b3c4d-mac_net1",
+            "Name": "orch-probe-mac_net1-1a2b3c4d",
             "EndpointID": "f" * 64,
             "MacAddress": "02:42:ac:10:56:03",
             "IPv4Address": "172.16.86.3/24",
@@ -323,7 +323,7 @@ def test_parse_network_managed_macvlan() -> None:
     assert net.promisc_before is False
     assert net.labels[LABEL_RANGE] == "172.16.86.0/26"
     assert net.containers == (
-        AttachedContainer("orch-probe-1a2b3c4d-mac_net1", "172.16.86.3", orch_probe=True),
+        AttachedContainer("orch-probe-mac_net1-1a2b3c4d", "172.16.86.3", orch_probe=True),
         AttachedContainer("web", "172.16.86.2", orch_probe=False),
     )
     assert [c.name for c in net.foreign_containers] == ["web"]
@@ -540,7 +540,7 @@ printf '%s\\n' "$@" > "$FAKE_DIR/docker-$1.args"
 case "$1" in
   version) echo 1.45 ;;
   network) cat "$FAKE_DIR/networks.jsonl" ;;
-  ps) echo orch-probe-1a2b3c4d-mac_net1 ;;
+  ps) echo orch-probe-mac_net1-1a2b3c4d ;;
 esac
 """
 
