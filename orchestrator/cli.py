@@ -9,8 +9,9 @@ import getpass
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 
@@ -35,6 +36,8 @@ from orchestrator.render import (
     trust_table,
 )
 from orchestrator.session import sudo_password_from_env
+
+T = TypeVar("T")
 
 app = typer.Typer(
     name="orch",
@@ -134,6 +137,17 @@ def _context(hosts: list[str] | None, trust: bool = False, ask_sudo: bool = Fals
     )
 
 
+def _call(fn: Callable[[Context], T], *context_args: Any) -> T:
+    """Run one library call in a fresh context; Ctrl-C and orch's errors become exit codes."""
+    try:
+        with _context(*context_args) as ctx:
+            return fn(ctx)
+    except KeyboardInterrupt:
+        _interrupted()
+    except OrchError as exc:
+        _fail(exc)
+
+
 def _interrupted() -> NoReturn:
     _err("interrupted: every host finished or rolled back its current step")
     raise typer.Exit(code=int(ExitCode.INTERRUPTED))
@@ -180,13 +194,7 @@ def plan(
     ask_sudo: AskSudoOpt = False,
 ) -> None:
     """Show what `orch setup` would change on each host, and why. Changes nothing."""
-    try:
-        with _context(host, trust, ask_sudo) as ctx:
-            the_plan, observed = run_plan(ctx, replace)
-    except KeyboardInterrupt:
-        _interrupted()
-    except OrchError as exc:
-        _fail(exc)
+    the_plan, observed = _call(lambda ctx: run_plan(ctx, replace), host, trust, ask_sudo)
     typer.echo(to_json(the_plan.as_dict()) if json_out else plan_table(the_plan, _color()))
     if not any_reachable(observed):
         raise typer.Exit(code=int(ExitCode.CONNECT))
@@ -217,13 +225,7 @@ def setup(
     if dry_run:
         plan(host=host, replace=replace, json_out=json_out, trust=trust, ask_sudo=ask_sudo)
         return
-    try:
-        with _context(host, trust, ask_sudo) as ctx:
-            the_plan, reports = run_setup(ctx, replace)
-    except KeyboardInterrupt:
-        _interrupted()
-    except OrchError as exc:
-        _fail(exc)
+    the_plan, reports = _call(lambda ctx: run_setup(ctx, replace), host, trust, ask_sudo)
     if json_out:
         typer.echo(reports_json(the_plan, reports))
     else:
@@ -238,13 +240,7 @@ def setup(
 def status(host: HostOpt = None, json_out: JsonOpt = False, trust: TrustOpt = False) -> None:
     """Show each host's parent NIC (UP, PROMISC) and each network: absent, in sync or drift,
     with its range and attached containers. Changes nothing."""
-    try:
-        with _context(host, trust) as ctx:
-            rows = run_status(ctx)
-    except KeyboardInterrupt:
-        _interrupted()
-    except OrchError as exc:
-        _fail(exc)
+    rows = _call(run_status, host, trust)
     if json_out:
         typer.echo(to_json({"hosts": [r.as_dict() for r in rows]}))
     else:
@@ -268,13 +264,7 @@ def teardown(
     Networks orch did not make are left alone. A network with containers that are not orch's
     is kept unless --force.
     """
-    try:
-        with _context(host, trust, ask_sudo) as ctx:
-            the_plan, reports = run_teardown(ctx, force)
-    except KeyboardInterrupt:
-        _interrupted()
-    except OrchError as exc:
-        _fail(exc)
+    the_plan, reports = _call(lambda ctx: run_teardown(ctx, force), host, trust, ask_sudo)
     if json_out:
         typer.echo(reports_json(the_plan, reports))
     else:
@@ -314,13 +304,7 @@ def verify(
     if probe_tar is not None and not probe_tar.is_file():
         _err(f"error: --probe-tar {probe_tar}: no such file")
         raise typer.Exit(code=int(ExitCode.USAGE))
-    try:
-        with _context(host, trust) as ctx:
-            result = run_verify(ctx, probe_tar=probe_tar, keep=keep)
-    except KeyboardInterrupt:
-        _interrupted()
-    except OrchError as exc:
-        _fail(exc)
+    result = _call(lambda ctx: run_verify(ctx, probe_tar=probe_tar, keep=keep), host, trust)
     typer.echo(to_json(result.as_dict()) if json_out else verify_text(result, _color()))
     if junit is not None:
         try:
@@ -339,11 +323,7 @@ def trust(host: HostOpt = None) -> None:
     Check the printed fingerprints against the hosts (e.g. `ssh-keygen -lf
     /etc/ssh/ssh_host_ed25519_key.pub` on each). A host whose key changed is refused.
     """
-    try:
-        with _context(host, True) as ctx:
-            results = run_trust(ctx)
-    except KeyboardInterrupt:
-        _interrupted()
+    results = _call(run_trust, host, True)
     typer.echo(trust_table(results, _color()))
     if not all(r.ok for r in results):
         raise typer.Exit(code=int(ExitCode.CONNECT))

@@ -229,44 +229,21 @@ def _cell(
     sp, dp = probes.get(src), probes.get(dst)
     src_ip = sp.ip if sp else ""
     dst_ip = dp.ip if dp else ""
+
+    def failed(reason: str) -> Cell:
+        return Cell(src, dst, src_ip, dst_ip, False, 100.0, None, reason)
+
     if sp is None or not sp.ok:
-        return Cell(
-            src,
-            dst,
-            src_ip,
-            dst_ip,
-            False,
-            100.0,
-            None,
-            f"no probe on {src}: {sp.error if sp else 'not started'}",
-        )
+        return failed(f"no probe on {src}: {sp.error if sp else 'not started'}")
     if dp is None or not dp.ok:
-        return Cell(
-            src,
-            dst,
-            src_ip,
-            dst_ip,
-            False,
-            100.0,
-            None,
-            f"no probe on {dst}: {dp.error if dp else 'not started'}",
-        )
+        return failed(f"no probe on {dst}: {dp.error if dp else 'not started'}")
     out = pings.get(src)
     if out is None or isinstance(out, str):
-        return Cell(
-            src,
-            dst,
-            src_ip,
-            dst_ip,
-            False,
-            100.0,
-            None,
-            f"ping from {src} failed: {out or 'no result'}",
-        )
+        return failed(f"ping from {src} failed: {out or 'no result'}")
     results, neigh = out
     res = results.get(dst_ip)
     if res is None:
-        return Cell(src, dst, src_ip, dst_ip, False, 100.0, None, "no ping result")
+        return failed("no ping result")
     reason = "" if res.ok else (res.detail or f"{res.loss:g}% loss")
     return Cell(src, dst, src_ip, dst_ip, res.ok, res.loss, res.rtt_ms, reason, neigh.get(dst_ip))
 

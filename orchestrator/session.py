@@ -275,6 +275,10 @@ class HostSession:
         self.close()
 
     # ------------------------------------------------------------------ commands
+    def _broken(self, exc: BaseException) -> ConnectError:
+        reason = str(exc) or type(exc).__name__
+        return ConnectError(f"{self.host.name}: the SSH connection to the host broke ({reason})")
+
     def run(self, command: str, *, timeout: float | None = None, log: bool = True) -> CommandResult:
         """Run a shell command; never raises for a non-zero exit.
 
@@ -297,10 +301,7 @@ class HostSession:
                 f"{timeout or self.ssh.command_timeout:g} s"
             ) from None
         except (OSError, EOFError, paramiko.SSHException) as exc:
-            raise ConnectError(
-                f"{self.host.name}: the SSH connection to the host broke "
-                f"({str(exc) or type(exc).__name__})"
-            ) from None
+            raise self._broken(exc) from None
         return CommandResult(command, res.exited, res.stdout, res.stderr)
 
     def run_privileged(self, command: str, *, timeout: float | None = None) -> CommandResult:
@@ -352,10 +353,7 @@ class HostSession:
         except CommandTimedOut:
             raise ConnectError(f"{self.host.name}: `sudo true` timed out") from None
         except (OSError, EOFError, paramiko.SSHException) as exc:
-            raise ConnectError(
-                f"{self.host.name}: the SSH connection to the host broke "
-                f"({str(exc) or type(exc).__name__})"
-            ) from None
+            raise self._broken(exc) from None
         if res.exited == 0:
             return ""
         lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
