@@ -505,6 +505,20 @@ class Lab:
         self._load_probe(h, rootfs)
         log(f"{h.name}: up ({h.address})")
 
+    def _owned(self, h: LabHostState, pid: int) -> int:
+        """`pid` if it is alive and runs in `h`'s namespace, else 0.
+
+        A PID in lab.json outlives the lab after a reboot (and may then name an unrelated
+        process): only a live process inside the host's own namespace is the lab's.
+        """
+        if not pid_alive(pid):
+            return 0
+        try:
+            same = os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(NETNS_DIR / h.netns).st_ino
+        except OSError:
+            return 0
+        return pid if same else 0
+
     def _nsenter(self, h: LabHostState) -> list[str]:
         return [
             "nsenter",
@@ -525,7 +539,7 @@ class Lab:
         return proc.pid
 
     def _start_dockerd(self, h: LabHostState) -> None:
-        if pid_alive(h.dockerd_pid):
+        if self._owned(h, h.dockerd_pid):
             return
         hdir = self.host_dir(h.index)
         data = self.data_dir / f"h{h.index}"
@@ -566,7 +580,7 @@ class Lab:
         raise LabError(f"{h.name}: dockerd did not answer on {sock} within {DAEMON_WAIT:.0f} s")
 
     def _start_sshd(self, h: LabHostState) -> None:
-        if pid_alive(h.sshd_pid):
+        if self._owned(h, h.sshd_pid):
             return
         hdir = self.host_dir(h.index)
         key = hdir / "ssh_host_ed25519_key"
@@ -656,8 +670,8 @@ class Lab:
                     netns=h.netns,
                     address=h.address,
                     netns_present=(NETNS_DIR / h.netns).exists(),
-                    sshd_alive=pid_alive(h.sshd_pid),
-                    dockerd_alive=pid_alive(h.dockerd_pid),
+                    sshd_alive=bool(self._owned(h, h.sshd_pid)),
+                    dockerd_alive=bool(self._owned(h, h.dockerd_pid)),
                 )
             )
         return out
@@ -730,8 +744,8 @@ class Lab:
 
     def _host_down(self, h: LabHostState) -> None:
         hdir = self.host_dir(h.index)
-        sshd = h.sshd_pid or _read_pid(hdir / "sshd.pid")
-        dockerd = h.dockerd_pid or _read_pid(hdir / "docker.pid")
+        sshd = self._owned(h, h.sshd_pid or _read_pid(hdir / "sshd.pid"))
+        dockerd = self._owned(h, h.dockerd_pid or _read_pid(hdir / "docker.pid"))
         if pid_alive(dockerd) and self.docker_sock(h.index).exists():
             # A container whose PID 1 ignores SIGTERM (a bare `sleep`) would hold the engine's
             # shutdown for its grace period: remove containers first so that the
@@ -796,7 +810,7 @@ class Lab:
                 self._wait_docker(h)
         elif kind == "sshd-stop":
             if on:
-                _crash_sshd(h.sshd_pid)
+                _crash_sshd(self._owned(h, h.sshd_pid))
             else:
                 self._start_sshd(h)
                 if not _wait_tcp(h.address, 22, DAEMON_WAIT):
@@ -808,7 +822,7 @@ class Lab:
                 key = self.host_dir(h.index) / "ssh_host_ed25519_key"
                 key.unlink(missing_ok=True)
                 key.with_suffix(".pub").unlink(missing_ok=True)
-                _stop_pid(h.sshd_pid)
+                _stop_pid(self._owned(h, h.sshd_pid))
                 self._start_sshd(h)
                 if not _wait_tcp(h.address, 22, DAEMON_WAIT):
                     raise LabError(f"{h.name}: sshd did not come back")
@@ -824,7 +838,7 @@ class Lab:
         ids = _run(["docker", "-H", sock, "ps", "-q"], check=False).split()
         if ids:
             _run(["docker", "-H", sock, "kill", *ids], check=False)
-        _stop_pid(h.dockerd_pid, timeout=15)
+        _stop_pid(self._owned(h, h.dockerd_pid), timeout=15)
 
     def _mac_filter(self, h: LabHostState, on: bool) -> None:
         """Emulate a hypervisor NIC in "Deny" mode: the switch port of `h`'s data NIC passes only
