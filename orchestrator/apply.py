@@ -11,7 +11,7 @@ import re
 import shlex
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import paramiko
@@ -47,7 +47,6 @@ class HostReport:
     done: tuple[Change, ...] = ()
     error: str = ""
     rolled_back: tuple[str, ...] = ()
-    unchanged: tuple[Change, ...] = field(default_factory=tuple)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -174,15 +173,12 @@ def apply_host(
     """
     host = session.host.name
     blocked = [c for c in changes if c.action in ("conflict", "error")]
-    unchanged = tuple(c for c in changes if c.action == "noop")
     if blocked:
         reasons = "; ".join(f"{c.target}: {c.reason}" for c in blocked)
-        return HostReport(
-            host, "failed", error=f"{reasons} (nothing changed on {host})", unchanged=unchanged
-        )
+        return HostReport(host, "failed", error=f"{reasons} (nothing changed on {host})")
     todo = [c for c in changes if c.changes_host]
     if not todo:
-        return HostReport(host, "unchanged", unchanged=unchanged)
+        return HostReport(host, "unchanged")
     undo: list[tuple[str, Any]] = []
     owners: list[Change] = []  # the change each undo entry belongs to
     done: list[Change] = []
@@ -191,7 +187,7 @@ def apply_host(
         client = session.docker(state.docker_api) if state.docker_api else None
     except Exception as exc:  # the SSH connection broke since the observation
         message = _failure_text(exc, change, host)
-        return HostReport(host, "failed", error=f"{change.target}: {message}", unchanged=unchanged)
+        return HostReport(host, "failed", error=f"{change.target}: {message}")
     try:
         for change in todo:
             if cancel is not None and cancel.is_set():
@@ -215,11 +211,8 @@ def apply_host(
             done=kept,
             error=f"{change.target}: {message}",
             rolled_back=tuple(rolled),
-            unchanged=unchanged,
         )
-    return HostReport(
-        host, "changed" if done else "unchanged", done=tuple(done), unchanged=unchanged
-    )
+    return HostReport(host, "changed" if done else "unchanged", done=tuple(done))
 
 
 def _failure_text(exc: Exception, change: Change, host: str) -> str:

@@ -240,6 +240,7 @@ def test_plan_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def fake_run_plan(ctx: Context, replace: bool) -> tuple[Plan, dict[str, Any]]:
         seen.append(ctx)
         assert replace is True
+        ctx.session(ctx.hosts[0])  # no I/O; the CLI must close it when the command ends
         return Plan((CREATE, NOOP)), {"host1": host_state("host1")}
 
     monkeypatch.setattr(cli, "run_plan", fake_run_plan)

@@ -40,7 +40,7 @@ PLAN = Plan((PROMISC, CREATE, NOOP, CONFLICT, ERROR))
 
 REPORTS = [
     HostReport("host1", "changed", done=(PROMISC, CREATE)),
-    HostReport("host2", "unchanged", unchanged=(NOOP,)),
+    HostReport("host2", "unchanged"),
     HostReport(
         "host3",
         "failed",
