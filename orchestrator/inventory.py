@@ -621,7 +621,7 @@ def parse_inventory(data: dict[str, Any], path: Path) -> Inventory:
         interval=interval or default_verify.interval,
         timeout=ping_timeout or default_verify.timeout,
     )
-    # The pings of one probe run in one exec that must end within the command timeout.
+    # The pings of one probe are one script whose answer must come within the command timeout.
     longest = verify.count * verify.interval + verify.timeout + 2
     if longest > ssh.command_timeout:
         p.add("verify.count", f"{verify.count} pings every {verify.interval:g} s can take "

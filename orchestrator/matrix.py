@@ -15,6 +15,7 @@ from orchestrator.model import VerifySettings
 
 PING_MARK = "@@ping"
 NEIGH_MARK = "@@neigh"
+END_MARK = "@@end"
 GREEN, RED, DIM, RESET = "\033[32m", "\033[31m", "\033[2m", "\033[0m"
 
 _STATS_RE = re.compile(r"(\d+) packets transmitted, (\d+) (?:packets )?received")
@@ -145,13 +146,18 @@ class VerifyResult:
         }
 
 
+def ping_deadline(settings: VerifySettings) -> int:
+    """Whole seconds after which one target's ping gives up (`ping -w`)."""
+    return int(settings.count * settings.interval + settings.timeout + 1.5)
+
+
 def ping_script(targets: list[str], settings: VerifySettings) -> str:
-    """A busybox sh script that pings every target at once and prints one line per target,
-    then the neighbour table (ARP: did the target answer at layer 2?)."""
-    deadline = int(settings.count * settings.interval + settings.timeout + 1.5)
+    """A busybox sh script, on one line, that pings every target at once and prints one line
+    per target, then the neighbour table (ARP: did the target answer at layer 2?), then
+    END_MARK."""
     ping = (
         f"ping -q -c {settings.count} -i {settings.interval:g} -W {settings.timeout:g} "
-        f"-w {deadline}"
+        f"-w {ping_deadline(settings)}"
     )
     parts = []
     for target in targets:
@@ -159,7 +165,22 @@ def ping_script(targets: list[str], settings: VerifySettings) -> str:
         parts.append(
             f'(r=$({ping} {t} 2>&1 | tail -n 3 | tr "\\n" " "); echo {PING_MARK} {t} "$r") &'
         )
-    return " ".join(parts) + f" wait; echo {NEIGH_MARK}; ip neigh show 2>&1"
+    script = " ".join(parts) + f" wait; echo {NEIGH_MARK}; ip neigh show 2>&1; echo {END_MARK}"
+    if "\n" in script:  # the probe reads it as one line (validated addresses never have one)
+        raise ValueError("a ping target contains a newline")
+    return script
+
+
+def probe_command(lifetime_s: int) -> list[str]:
+    """PID 1 of a probe: wait for one line on stdin (a `ping_script`) and run it; then stay up,
+    so that the other probes can still ping this one, until a second line (or SIGTERM, which a
+    bare PID 1 would ignore) ends it. Each wait gives up after `lifetime_s`."""
+    return [
+        "sh",
+        "-c",
+        f"trap 'exit 0' TERM; read -t {lifetime_s} -r s || exit 0; eval \"$s\"; "
+        f"read -t {lifetime_s} -r s; exit 0",
+    ]
 
 
 def parse_ping_output(text: str) -> tuple[dict[str, PingResult], dict[str, bool]]:
@@ -168,6 +189,8 @@ def parse_ping_output(text: str) -> tuple[dict[str, PingResult], dict[str, bool]
     neigh: dict[str, bool] = {}
     in_neigh = False
     for line in text.splitlines():
+        if line.startswith(END_MARK):
+            break
         if line.startswith(NEIGH_MARK):
             in_neigh = True
             continue
@@ -204,7 +227,7 @@ def build_matrix(
 
     Args:
         probes: host -> its probe (with an error when it could not start).
-        pings: host -> parsed output of its probe's ping script, or the error of the exec.
+        pings: host -> parsed output of its probe's ping script, or why there is none.
         diagnosis: host -> observation facts, for hints.
     """
     cells = []

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import xml.etree.ElementTree as ET
 from collections.abc import Collection
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.matrix import (
+    END_MARK,
     GREEN,
     NEIGH_MARK,
     PING_MARK,
@@ -31,6 +33,7 @@ from orchestrator.matrix import (
     matrix_table,
     parse_ping_output,
     ping_script,
+    probe_command,
     verify_text,
 )
 from orchestrator.model import VerifySettings
@@ -97,7 +100,13 @@ def test_ping_script_backgrounds_one_ping_per_target() -> None:
         assert f"{PING_MARK} {ip}" in script
     assert "-c 3 -i 0.2 -W 1 -w 3" in script
     assert "tail -n 3" in script
-    assert script.endswith(f" wait; echo {NEIGH_MARK}; ip neigh show 2>&1")
+    assert script.endswith(f" wait; echo {NEIGH_MARK}; ip neigh show 2>&1; echo {END_MARK}")
+    assert "\n" not in script  # the probe reads it with one `read`
+
+
+def test_ping_script_refuses_a_target_with_a_newline() -> None:
+    with pytest.raises(ValueError, match="newline"):
+        ping_script(["10.0.0.2\nreboot"], VerifySettings())
 
 
 def test_ping_script_uses_the_settings() -> None:
@@ -161,12 +170,94 @@ def test_ping_script_runs_under_sh_and_parses(tmp_path: Path) -> None:
     # every ping line comes before the neighbour table (wait)
     lines = done.stdout.splitlines()
     assert lines.index(NEIGH_MARK) == len(targets)
+    assert lines[-1] == END_MARK
     results, neigh = parse_ping_output(done.stdout)
     assert results["172.16.86.65"] == PingResult(3, 3, 0.092)
     assert results["172.16.86.66"] == PingResult(3, 0, None)
     assert results["172.16.86.67"] == PingResult(3, 2, 1.505)
     assert "Network unreachable" in results["172.16.86.68"].detail
     assert neigh["172.16.86.65"] is True
+
+
+# --- the probe's PID 1 ----------------------------------------------------------------------------
+
+BUSYBOX = shutil.which("busybox")
+needs_busybox = pytest.mark.skipif(
+    BUSYBOX is None, reason="busybox (the probe image's shell) is not installed here"
+)
+
+
+def _probe(tmp_path: Path, lifetime_s: int = 30) -> subprocess.Popen[str]:
+    """probe_command() under busybox sh, as PID 1 of a probe runs it.
+
+    busybox sh runs its own applets before anything on PATH (so no fake ping here): the
+    scripts sent below ping only the loopback address.
+    """
+    assert BUSYBOX is not None
+    return subprocess.Popen(
+        [BUSYBOX, *probe_command(lifetime_s)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+
+
+@needs_busybox
+def test_probe_runs_one_script_then_waits_for_the_end_line(tmp_path: Path) -> None:
+    probe = _probe(tmp_path)
+    try:
+        assert probe.stdin is not None and probe.stdout is not None
+        settings = VerifySettings(count=1, interval=0.2, timeout=1)
+        probe.stdin.write(ping_script(["127.0.0.1"], settings) + "\n")
+        probe.stdin.flush()
+        lines: list[str] = []
+        while not lines or lines[-1] != END_MARK:
+            line = probe.stdout.readline()
+            assert line, f"the probe ended early: {lines}"
+            lines.append(line.rstrip("\n"))
+        results, _ = parse_ping_output("\n".join(lines))
+        assert results["127.0.0.1"].ok, lines
+        # still up, so that the other probes can ping it, until the end line
+        with pytest.raises(subprocess.TimeoutExpired):
+            probe.wait(timeout=0.3)
+        probe.stdin.write("\n")
+        probe.stdin.flush()
+        assert probe.wait(timeout=5) == 0
+    finally:
+        probe.kill()
+        probe.wait()
+
+
+@needs_busybox
+def test_probe_ends_at_once_on_sigterm_while_waiting(tmp_path: Path) -> None:
+    probe = _probe(tmp_path)
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            probe.wait(timeout=0.3)
+        probe.terminate()
+        assert probe.wait(timeout=2) == 0
+    finally:
+        probe.kill()
+        probe.wait()
+
+
+@needs_busybox
+def test_probe_without_a_script_ends_by_itself(tmp_path: Path) -> None:
+    probe = _probe(tmp_path, lifetime_s=1)
+    try:
+        assert probe.wait(timeout=5) == 0  # its lifetime, not a kill
+    finally:
+        probe.kill()
+        probe.wait()
+    probe = _probe(tmp_path)
+    try:
+        assert probe.stdin is not None
+        probe.stdin.close()  # stdin closed before any script: nothing to wait for
+        assert probe.wait(timeout=5) == 0
+    finally:
+        probe.kill()
+        probe.wait()
 
 
 # --- parsing -------------------------------------------------------------------------------------
@@ -230,6 +321,13 @@ def test_parse_ignores_noise_and_neigh_errors() -> None:
     results, neigh = parse_ping_output(text)
     assert list(results) == ["172.16.86.65"]
     assert neigh == {}
+
+
+def test_parse_stops_at_the_end_mark() -> None:
+    text = probe_output({"172.16.86.65": BB_OK}, NEIGH) + f"\n{END_MARK}\n{PING_MARK} 10.0.0.9 x"
+    results, neigh = parse_ping_output(text)
+    assert list(results) == ["172.16.86.65"]
+    assert END_MARK not in neigh and len(neigh) == 4
 
 
 def test_parse_several_targets() -> None:
