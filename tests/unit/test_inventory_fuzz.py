@@ -126,6 +126,8 @@ def mutated(draw: st.DrawFn) -> dict[str, Any]:
             node[path[-1]]
         except (KeyError, IndexError, TypeError):
             continue  # an earlier change removed or replaced this path
+        if not isinstance(node, dict | list):
+            continue  # replaced by a string, which can be indexed but not changed
         value = draw(st.just(DELETE) | tomlish)
         if value is DELETE:
             del node[path[-1]]
