@@ -240,14 +240,19 @@ class _HostRun:
         engine has removed them (they were created with auto-remove). What cannot be removed
         (the host stopped answering) is reported in `left`."""
         ended = set()
-        for network, stream in self.streams.items():
-            if network in self.pinged:
-                with contextlib.suppress(OSError):  # then it is killed below
-                    stream.sendall(b"\n")  # the probe's last `read`: it exits by itself
-                    ended.add(network)
-            _close(stream)
-        self.streams.clear()
+        for network in self.pinged:
+            with contextlib.suppress(OSError):  # then it is killed below
+                self.streams[network].sendall(b"\n")  # the probe's last `read`: it exits
+                ended.add(network)
         self.pinged.clear()
+        try:
+            self._remove_probes(ended)
+        finally:
+            for stream in self.streams.values():
+                _close(stream)
+            self.streams.clear()
+
+    def _remove_probes(self, ended: set[str]) -> None:
         if self.client is None:
             return
         api = self.client.api

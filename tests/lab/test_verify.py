@@ -1,6 +1,7 @@
 """`orch verify` (issue "orch verify") against real namespace labs: the matrix of every ordered
 pair, the failing cells and hints when one thing breaks on one host, probe cleanup (also on
-Ctrl-C and after --keep), JUnit output, --probe-tar, and the wall time of setup + verify.
+Ctrl-C and after --keep; a good run ends its probes without a kill), JUnit output, --probe-tar,
+and the wall time of setup + verify.
 
 Checks go around orch where they can: the plain docker CLI on each host's engine for ranges,
 probes and images.
@@ -321,6 +322,27 @@ def test_interrupted_verify_leaves_no_probe(green_lab3: LabHandle) -> None:
     assert proc.returncode == 130, f"exit {proc.returncode}\n{out}\n{err}"
     assert "interrupted" in err and "Traceback" not in err, err
     assert probes_left(lab) == {}, f"probes seen while running: {seen}"
+
+
+def test_probes_end_on_their_last_line_not_by_a_kill(green_lab3: LabHandle) -> None:
+    """A good run sends every probe its script and then one more line on the attach stream: each
+    probe exits by itself (code 0) and is never killed; a kill (code 137) is for failures."""
+    lab = green_lab3
+    since = f"{time.time():.6f}"
+    assert_green(lab, lab.orch("verify", "--json"))
+    until = f"{time.time() + 1:.6f}"
+    for host in lab.hosts:
+        out = lab.docker(
+            host, "events", "--since", since, "--until", until,
+            "--filter", "label=io.orch.probe", "--format",
+            '{{.Action}} {{index .Actor.Attributes "exitCode"}}',
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        actions = [line.split()[0] for line in out.stdout.splitlines() if line.strip()]
+        assert "attach" in actions and "start" in actions, (host, out.stdout)
+        assert "kill" not in actions, (host, out.stdout)
+        assert "die 0" in out.stdout.splitlines(), (host, out.stdout)
+        assert "destroy" in actions, (host, out.stdout)  # auto-removed
 
 
 def test_probe_kept_by_keep_is_removed_by_next_run(green_lab3: LabHandle) -> None:
