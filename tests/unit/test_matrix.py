@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -9,7 +10,7 @@ import shlex
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import pytest
@@ -187,26 +188,31 @@ needs_busybox = pytest.mark.skipif(
 )
 
 
-def _probe(tmp_path: Path, lifetime_s: int = 30) -> subprocess.Popen[str]:
-    """probe_command() under busybox sh, as PID 1 of a probe runs it.
+@contextlib.contextmanager
+def _probe(tmp_path: Path, lifetime_s: int = 30) -> Iterator[subprocess.Popen[str]]:
+    """probe_command() under busybox sh, as PID 1 of a probe runs it (killed afterwards).
 
     busybox sh runs its own applets before anything on PATH (so no fake ping here): the
     scripts sent below ping only the loopback address.
     """
     assert BUSYBOX is not None
-    return subprocess.Popen(
+    probe = subprocess.Popen(
         [BUSYBOX, *probe_command(lifetime_s)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
         cwd=tmp_path,
     )
+    try:
+        yield probe
+    finally:
+        probe.kill()
+        probe.wait()
 
 
 @needs_busybox
 def test_probe_runs_one_script_then_waits_for_the_end_line(tmp_path: Path) -> None:
-    probe = _probe(tmp_path)
-    try:
+    with _probe(tmp_path) as probe:
         assert probe.stdin is not None and probe.stdout is not None
         settings = VerifySettings(count=1, interval=0.2, timeout=1)
         probe.stdin.write(ping_script(["127.0.0.1"], settings) + "\n")
@@ -224,40 +230,25 @@ def test_probe_runs_one_script_then_waits_for_the_end_line(tmp_path: Path) -> No
         probe.stdin.write("\n")
         probe.stdin.flush()
         assert probe.wait(timeout=5) == 0
-    finally:
-        probe.kill()
-        probe.wait()
 
 
 @needs_busybox
 def test_probe_ends_at_once_on_sigterm_while_waiting(tmp_path: Path) -> None:
-    probe = _probe(tmp_path)
-    try:
+    with _probe(tmp_path) as probe:
         with pytest.raises(subprocess.TimeoutExpired):
             probe.wait(timeout=0.3)
         probe.terminate()
         assert probe.wait(timeout=2) == 0
-    finally:
-        probe.kill()
-        probe.wait()
 
 
 @needs_busybox
 def test_probe_without_a_script_ends_by_itself(tmp_path: Path) -> None:
-    probe = _probe(tmp_path, lifetime_s=1)
-    try:
+    with _probe(tmp_path, lifetime_s=1) as probe:
         assert probe.wait(timeout=5) == 0  # its lifetime, not a kill
-    finally:
-        probe.kill()
-        probe.wait()
-    probe = _probe(tmp_path)
-    try:
+    with _probe(tmp_path) as probe:
         assert probe.stdin is not None
         probe.stdin.close()  # stdin closed before any script: nothing to wait for
         assert probe.wait(timeout=5) == 0
-    finally:
-        probe.kill()
-        probe.wait()
 
 
 # --- parsing -------------------------------------------------------------------------------------
