@@ -1,10 +1,11 @@
 """`orch verify`: start a probe per host and network, ping every other probe, clean up.
 
-Phases, each all hosts at once: (1) observe, remove probes left by an interrupted run, make sure
-the probe image is there (load it from a tar if asked), start the probes and attach to their
-stdin; (2) once every address is known, send each probe its ping script (all targets at once)
-and read the output from the same attach stream; (3) end the probes with one more line on that
-stream (SIGKILL for the others: failure, Ctrl-C) and wait until the engine has removed them.
+Phases, each all hosts at once: (1) remove probes left by an interrupted run, make sure the probe
+image is there (load it from a tar if asked), start the probes and attach to their stdin; (2) once
+every address is known, send each probe its ping script (all targets at once) and read the output
+from the same attach stream; (3) end the probes with one more line on that stream (SIGKILL for
+the others: failure, Ctrl-C) and wait until the engine has removed them; (4) only when something
+failed: observe the hosts (as `orch setup` does) to explain the failures in hints.
 
 Why attach rather than `docker exec` and `docker kill`: the probe's PID 1 reads its script from
 stdin (see matrix.probe_command), so the ping phase starts no process in the container and the
@@ -82,6 +83,7 @@ class _HostRun:
         self.session: HostSession = ctx.session(host)
         self.run_id = run_id
         self.probe_tar = probe_tar
+        self.connected = False
         self.state: HostState | None = None
         self.client: docker.DockerClient | None = None
         self.probes: dict[str, Probe] = {}
@@ -94,17 +96,15 @@ class _HostRun:
         self.left: list[str] = []  # probes that could not be removed
 
     def start(self) -> None:
-        """Start this host's probes. The observation (for hints) runs at the same time as the
-        Docker work, on another channel of the same SSH connection."""
+        """Connect and start this host's probes."""
         self.session.connect()
-        observer = threading.Thread(target=self._observe, daemon=True)
-        observer.start()
-        try:
-            self._start_probes()
-        finally:
-            observer.join()
+        self.connected = True
+        self._start_probes()
 
-    def _observe(self) -> None:
+    def observe(self) -> None:
+        """Observe the host for hints (only where the connection opened: no second wait)."""
+        if not self.connected:
+            return
         try:
             self.state = observe_host(self.session, self.ctx.inventory)
         except Exception as exc:  # a thread must not die with a traceback: keep the reason
@@ -115,7 +115,7 @@ class _HostRun:
             # "auto": the engine's version comes with the first request, so no extra round trip.
             client = self.client = self.session.docker("auto")
             leftovers = client.api.containers(all=True, filters={"label": LABEL_PROBE}, quiet=True)
-        except Exception as exc:  # the engine (or dial-stdio) does not answer; settle() words it
+        except Exception as exc:  # the engine (or dial-stdio) does not answer; see failure()
             self.client = None
             self.docker_error = _docker_text(exc)
             return
@@ -145,17 +145,17 @@ class _HostRun:
                     text = f"network {spec.name} is missing"
                 self.probes[spec.name] = Probe(self.host.name, spec.name, error=text)
 
-    def settle(self) -> None:
-        """After start: turn a Docker failure into the observation's clearer words."""
-        if self.client is not None or self.error:
-            return
+    def failure(self) -> str:
+        """Why this host has no probe at all ("" if it got that far), in the observation's
+        clearer words where there is one."""
+        if self.error or self.client is not None:
+            return self.error
         state = self.state
         if state is not None and state.docker_api is None:
-            self.error = f"Docker engine does not answer: {state.docker_error}"
-        elif state is None and self.observe_error:
-            self.error = self.observe_error
-        else:
-            self.error = f"Docker engine does not answer: {self.docker_error}"
+            return f"Docker engine does not answer: {state.docker_error}"
+        if state is None and self.observe_error:
+            return self.observe_error
+        return f"Docker engine does not answer: {self.docker_error}"
 
     def _start_probe(self, client: docker.DockerClient, network: str, image: str) -> Probe:
         name = f"orch-probe-{network[:40]}-{self.run_id}"  # the run id is never cut off
@@ -355,7 +355,6 @@ def run_verify(ctx: Context, probe_tar: Path | None = None, keep: bool = False) 
         for h, r in started_.items():
             if isinstance(r, OrchError):
                 runs[h.name].error = str(r).removeprefix(f"{h.name}: ")
-            runs[h.name].settle()
         targets = {
             spec.name: {
                 n: run.probes[spec.name].ip
@@ -377,17 +376,36 @@ def run_verify(ctx: Context, probe_tar: Path | None = None, keep: bool = False) 
         if not keep:
             for_each(list(runs.values()), lambda r: r.cleanup(), name=lambda r: r.host.name)
     errors.extend(line for run in runs.values() for line in run.left)
+    result = _result(ctx, runs, pinged, {}, started, errors)
+    if result.ok or ctx.cancel.is_set():
+        return result
+    # Something failed: observe the hosts (all at once, as setup does) to explain it in hints.
+    for_each(
+        list(runs.values()), lambda r: r.observe(), cancel=ctx.cancel, name=lambda r: r.host.name
+    )
     observed = {n: r.state for n, r in runs.items() if r.state is not None}
-    diagnosis = _diagnose(ctx, runs, observed)
-    matrices: list[NetworkMatrix] = []
+    return _result(ctx, runs, pinged, _diagnose(ctx, runs, observed), started, errors)
+
+
+def _result(
+    ctx: Context,
+    runs: dict[str, _HostRun],
+    pinged: dict[Host, dict[str, tuple[dict[str, PingResult], dict[str, bool]] | str] | OrchError],
+    diagnosis: dict[str, dict[str, HostDiagnosis]],
+    started: float,
+    errors: list[str],
+) -> VerifyResult:
+    hosts = ctx.hosts
     names = [h.name for h in hosts]
+    matrices: list[NetworkMatrix] = []
     for spec in ctx.inventory.networks:
         probes: dict[str, Probe] = {}
         pings: dict[str, tuple[dict[str, PingResult], dict[str, bool]] | str] = {}
         for h in hosts:
             run = runs[h.name]
-            if run.error:
-                probes[h.name] = Probe(h.name, spec.name, error=run.error)
+            failure = run.failure()
+            if failure:
+                probes[h.name] = Probe(h.name, spec.name, error=failure)
                 continue
             probes[h.name] = run.probes.get(
                 spec.name, Probe(h.name, spec.name, error="not started")
@@ -417,7 +435,7 @@ def _diagnose(
             state = observed.get(h.name)
             if state is None or state.docker_api is None:
                 # run.error already starts with "Docker engine does not answer"; the hint says so
-                why = (state.docker_error if state is not None else "") or run.error
+                why = (state.docker_error if state is not None else "") or run.failure()
                 per[h.name] = HostDiagnosis(
                     docker_ok=False, docker_error=why or "no answer", reachable=state is not None
                 )

@@ -324,13 +324,19 @@ def test_interrupted_verify_leaves_no_probe(green_lab3: LabHandle) -> None:
     assert probes_left(lab) == {}, f"probes seen while running: {seen}"
 
 
-def test_probes_end_on_their_last_line_not_by_a_kill(green_lab3: LabHandle) -> None:
+def test_good_run_ends_probes_by_their_last_line_and_observes_nothing(
+    green_lab3: LabHandle,
+) -> None:
     """A good run sends every probe its script and then one more line on the attach stream: each
-    probe exits by itself (code 0) and is never killed; a kill (code 137) is for failures."""
+    probe exits by itself (code 0) and is never killed; a kill (code 137) is for failures. It
+    does not observe the hosts either: that is only for explaining failures (the fault tests)."""
     lab = green_lab3
     since = f"{time.time():.6f}"
-    assert_green(lab, lab.orch("verify", "--json"))
+    run = lab.orch("-v", "verify", "--json")
     until = f"{time.time() + 1:.6f}"
+    assert_green(lab, run)
+    assert "observed" not in run.stderr, run.stderr
+    assert "probe orch-probe-" in run.stderr, run.stderr  # -v did log
     for host in lab.hosts:
         out = lab.docker(
             host, "events", "--since", since, "--until", until,
