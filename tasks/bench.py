@@ -206,7 +206,7 @@ def main() -> None:
         type=int,
         default=8,
         help="run the sequential reference only up to this many hosts (it grows with the square "
-        "of N: about 3 min per run at 8 hosts, 12 at 16)",
+        "of N: about 2.5 min per run at 8 hosts, 10 at 16)",
     )
     args = parser.parse_args()
     if os.geteuid() != 0:
