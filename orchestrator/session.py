@@ -258,6 +258,11 @@ class HostSession:
         assert self._cxn is not None
         return self._cxn
 
+    @property
+    def is_open(self) -> bool:
+        """True while the SSH connection is up (no I/O: it does not connect)."""
+        return self._cxn is not None and bool(self._cxn.is_connected)
+
     def close(self) -> None:
         """Close the Docker channels and the SSH connection."""
         if self._docker is not None:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import paramiko
 
 from orchestrator.apply import observe_host
 from orchestrator.errors import OrchError
@@ -53,6 +54,9 @@ PROBE_LIFETIME_S = 600  # a probe that escapes cleanup ends by itself
 # MaxSessions (10 by default) counts them with the API and shell channels; probes of further
 # networks are attached when their turn to ping comes, one at a time, and killed at cleanup.
 ATTACH_AHEAD = 4
+# What opening or using an attach stream can raise: the engine's refusal, a channel that sshd
+# refuses (MaxSessions) or a connection that broke.
+STREAM_ERRORS = (docker.errors.DockerException, OSError, paramiko.SSHException)
 
 
 def _split_image(ref: str) -> tuple[str, str]:
@@ -90,6 +94,7 @@ class _HostRun:
         self.containers: dict[str, str] = {}  # network -> container id
         self.streams: dict[str, Any] = {}  # network -> attach stream (a paramiko channel)
         self.pinged: set[str] = set()  # networks whose probe ran its script to the end
+        self.warmer: threading.Thread | None = None
         self.error = ""
         self.observe_error = ""
         self.docker_error = ""
@@ -194,20 +199,25 @@ class _HostRun:
         if not ip:
             return Probe(self.host.name, network, error="probe got no address")
         if len(self.streams) < ATTACH_AHEAD:
-            self.streams[network] = _attach(client, cid)
+            with contextlib.suppress(*STREAM_ERRORS):  # refused now: attached when it pings
+                self.streams[network] = _attach(client, cid)
         return Probe(self.host.name, network, ip=ip)
 
     def ping(
-        self, targets: dict[str, list[str]]
+        self, targets: dict[str, list[str]], warm: bool = True
     ) -> dict[str, tuple[dict[str, PingResult], dict[str, bool]] | str]:
-        """network -> parsed ping output of this host's probe (or why there is none)."""
+        """network -> parsed ping output of this host's probe (or why there is none).
+
+        With `warm`, a fresh API connection is opened for cleanup while the pings run (the
+        attach streams took the open ones), so that removing the probes does not wait for it.
+        """
         out: dict[str, tuple[dict[str, PingResult], dict[str, bool]] | str] = {}
         client = self.client
-        if client is None:
+        if client is None or not any(targets.values()):
             return out
-        # Every open connection is an attach stream now: open a fresh one for cleanup while the
-        # pings run, so that removing the probes does not wait for it.
-        threading.Thread(target=_warm, args=(client,), daemon=True).start()
+        if warm:
+            self.warmer = threading.Thread(target=_warm, args=(client,), daemon=True)
+            self.warmer.start()
         settings = self.ctx.inventory.verify
         # The inventory guarantees that the pings end well within the command timeout.
         limit = max(self.ctx.inventory.ssh.command_timeout, ping_deadline(settings) + 2.0)
@@ -216,29 +226,45 @@ class _HostRun:
             probe = self.probes.get(network)
             if cid is None or probe is None or not probe.ok or not ips:
                 continue
+            script = ping_script(ips, settings)
             held = self.streams.get(network)
             try:
                 stream = held or _attach(client, cid)
-            except docker.errors.DockerException as exc:
-                out[network] = f"could not attach to the probe: {_docker_text(exc)}"
+            except STREAM_ERRORS as exc:
+                out[network] = f"could not attach to the probe: {self._stream_error(exc)}"
                 continue
             try:
-                text = _converse(stream, ping_script(ips, settings), limit)
-            except OSError as exc:
-                out[network] = f"no answer from the probe: {str(exc) or type(exc).__name__}"
-                _close(self.streams.pop(network, stream))
+                text = _converse(stream, script, limit)
+            except STREAM_ERRORS as exc:
+                out[network] = f"no answer from the probe: {self._stream_error(exc)}"
+                self.streams.pop(network, None)  # the probe is killed at cleanup
                 continue
-            if held is None:
-                _close(stream)  # attached for this ping only: the probe is killed at cleanup
             else:
-                self.pinged.add(network)
-            out[network] = parse_ping_output(text)
+                if held is not None:
+                    self.pinged.add(network)  # cleanup ends it with its last line
+                out[network] = parse_ping_output(text)
+            finally:
+                if network not in self.streams:  # attached for this ping only, or broken
+                    _close(stream)
         return out
+
+    def _stream_error(self, exc: Exception) -> str:
+        """Why a stream failed, naming the SSH connection when that is what broke."""
+        reason = _docker_text(exc) or type(exc).__name__
+        # paramiko closes a dead connection's channels a moment before it marks it inactive
+        settle = time.monotonic() + 0.2
+        while self.session.is_open and time.monotonic() < settle:
+            time.sleep(0.01)
+        if not self.session.is_open:
+            return f"the SSH connection to the host broke ({reason})"
+        return reason
 
     def cleanup(self) -> None:
         """End this host's probes (only after every probe has pinged them) and wait until the
         engine has removed them (they were created with auto-remove). What cannot be removed
         (the host stopped answering) is reported in `left`."""
+        if self.warmer is not None:
+            self.warmer.join(timeout=1.0)  # a request of a few ms, begun before the pings
         ended = set()
         for network in self.pinged:
             with contextlib.suppress(OSError):  # then it is killed below
@@ -285,10 +311,12 @@ def _attach(client: docker.DockerClient, cid: str) -> Any:
 
 
 def _converse(stream: Any, script: str, limit_s: float) -> str:
-    """Send `script` as one line; return the probe's output up to END_MARK (or its end).
+    """Send `script` as one line; return the probe's output up to END_MARK.
 
     Raises:
-        OSError: the stream broke, or no END_MARK came within `limit_s` seconds.
+        TimeoutError: no END_MARK within `limit_s` seconds.
+        ConnectionError: the stream ended before END_MARK (the probe or its engine stopped).
+        OSError, paramiko.SSHException: the stream broke.
     """
     deadline = time.monotonic() + limit_s
     stream.settimeout(limit_s)
@@ -297,12 +325,15 @@ def _converse(stream: Any, script: str, limit_s: float) -> str:
     out = b""
     while END_MARK.encode() not in out:
         remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError(f"nothing more within {limit_s:.0f} s")
-        stream.settimeout(remaining)
-        chunk = stream.recv(65536)
+        try:
+            if remaining <= 0:
+                raise TimeoutError
+            stream.settimeout(remaining)
+            chunk = stream.recv(65536)
+        except TimeoutError:  # a channel's own timeout has no message
+            raise TimeoutError(f"nothing came within {limit_s:g} s") from None
         if not chunk:
-            break  # the probe ended
+            raise ConnectionError("its stream ended before the answer did")
         buf += chunk
         frames, buf = demux(buf)
         out += b"".join(data for _kind, data in frames)
@@ -369,7 +400,7 @@ def run_verify(ctx: Context, probe_tar: Path | None = None, keep: bool = False) 
                 net: [ip for other, ip in t.items() if other != h.name]
                 for net, t in targets.items()
             }
-            return runs[h.name].ping(mine)
+            return runs[h.name].ping(mine, warm=not keep)
 
         pinged = for_each(hosts, ping, cancel=ctx.cancel, name=lambda h: h.name)
     finally:

@@ -82,14 +82,15 @@ def test_converse_gives_up_after_its_limit(pair: tuple[socket.socket, socket.soc
     ours, theirs = pair
     serve(theirs, lambda line: theirs.sendall(frame(1, b"@@ping 10.0.0.2 ")))
     start = time.monotonic()
-    with pytest.raises(TimeoutError):
+    with pytest.raises(TimeoutError, match="nothing came within 0.5 s"):
         _converse(ours, "echo hi", limit_s=0.5)
     assert time.monotonic() - start < 2
 
 
-def test_converse_returns_what_came_when_the_probe_ends(
+def test_converse_fails_when_the_stream_ends_before_the_end_mark(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:
+    """Half an answer is no answer: the probe (or its engine) stopped, and it is reported so."""
     ours, theirs = pair
 
     def answer(line: bytes) -> None:
@@ -97,4 +98,5 @@ def test_converse_returns_what_came_when_the_probe_ends(
         theirs.shutdown(socket.SHUT_WR)
 
     serve(theirs, answer)
-    assert _converse(ours, "echo hi", limit_s=5) == "@@ping 10.0.0.2 half"
+    with pytest.raises(ConnectionError, match="ended before the answer"):
+        _converse(ours, "echo hi", limit_s=5)
