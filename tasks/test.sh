@@ -5,7 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tasks/bootstrap.sh --test
 export PATH="$PWD/.venv/bin:$PATH"
-echo "== ruff" && ruff check orchestrator tests tasks && ruff format --check orchestrator tests tasks
-echo "== mypy" && mypy
+# One command per line: `set -e` ignores a failure inside an `a && b && c` list (except in c).
+echo "== ruff"
+ruff check orchestrator tests tasks
+ruff format --check orchestrator tests tasks
+echo "== mypy"
+mypy
 echo "== pytest"
 exec python -m pytest -q -p no:cacheprovider "$@"
