@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +23,7 @@ from typing import Any
 import pytest
 
 from orchestrator.lab.core import NETNS_DIR
-from tests.lab.conftest import LabHandle, Run, orch_argv, run_orch
+from tests.lab.conftest import REPO, LabHandle, Run, orch_argv, run_orch
 
 CONNECT_TIMEOUT = 5  # the lab inventory's [ssh] connect_timeout
 SLACK = 5.0  # Python start-up, observation and reporting on top of a timeout (busy machine)
@@ -139,9 +140,16 @@ def with_known_hosts(lab: LabHandle, path: Path, name: str) -> Path:
     return lab.write_inventory(text, name)
 
 
+def _stopped(pid: int) -> bool:
+    """True when the process is stopped (SIGSTOP), by /proc/PID/stat."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2] in "Tt"
+
+
 class Interrupted:
-    """`orch -v ARGS` run with Popen; when a stderr line contains `marker`, orch is frozen
-    (SIGSTOP), `action` runs, and orch continues (SIGCONT): a deterministic point mid-run."""
+    """`orch -v ARGS` run with Popen (through tests/lab/freeze.py); orch stops itself right after
+    it logs a line that contains `marker`, `action` runs, and orch continues (SIGCONT): a
+    deterministic point mid-run."""
 
     def __init__(
         self,
@@ -152,7 +160,10 @@ class Interrupted:
         action: Callable[[int], None],
         inventory: Path | None = None,
     ) -> None:
-        argv = [*orch_argv(), "-v", "-i", str(inventory or lab.inventory), *args]
+        argv = [
+            sys.executable, "-m", "tests.lab.freeze", marker,
+            "-v", "-i", str(inventory or lab.inventory), *args,
+        ]  # fmt: skip
         started = time.monotonic()
         proc = subprocess.Popen(
             argv,
@@ -160,6 +171,7 @@ class Interrupted:
             stderr=subprocess.PIPE,
             text=True,
             env={**os.environ, "NO_COLOR": "1", "HOME": str(home)},
+            cwd=REPO,
         )
         watchdog = threading.Timer(120, proc.kill)
         watchdog.start()
@@ -171,7 +183,10 @@ class Interrupted:
             for line in proc.stderr:
                 head.append(line)
                 if marker in line:
-                    os.kill(proc.pid, signal.SIGSTOP)
+                    deadline = time.monotonic() + 10
+                    while not _stopped(proc.pid):  # it stops itself just after the line
+                        assert time.monotonic() < deadline, "orch did not stop at the marker"
+                        time.sleep(0.001)
                     try:
                         action(proc.pid)
                     finally:
