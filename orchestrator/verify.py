@@ -305,9 +305,9 @@ class _HostRun:
 
 
 def _attach(client: docker.DockerClient, cid: str) -> Any:
-    """The container's stdin, stdout and stderr as one stream (a socket-like channel)."""
-    sock = client.api.attach_socket(cid, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
-    return getattr(sock, "_sock", sock)  # a SocketIO around a socket, or the channel itself
+    """The container's stdin, stdout and stderr as one stream: a paramiko channel, since orch's
+    Docker traffic always rides the session's SSH transport (dockerlink.py)."""
+    return client.api.attach_socket(cid, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
 
 
 def _converse(stream: Any, script: str, limit_s: float) -> str:

@@ -23,6 +23,7 @@ from orchestrator.state import (
     parse_observation,
     promisc_nic,
 )
+from tests.unit.fakebin import fake_bin
 
 SECTIONS = ("user", "sudo", "links", "docker", "networks", "end")
 
@@ -545,20 +546,14 @@ esac
 """
 
 
-def _fake_bin(directory: Path, name: str, body: str) -> None:
-    path = directory / name
-    path.write_text(body)
-    path.chmod(0o755)
-
-
 def test_observe_script_output_parses_end_to_end(tmp_path: Path) -> None:
     """Run the real script under sh with fake id/sudo/ip/docker: markers and quoting hold."""
-    _fake_bin(tmp_path, "id", '#!/bin/sh\ncase "$1" in -un) echo vagrant;; -u) echo 1000;; esac\n')
-    _fake_bin(tmp_path, "sudo", "#!/bin/sh\nexit 0\n")
+    fake_bin(tmp_path, "id", '#!/bin/sh\ncase "$1" in -un) echo vagrant;; -u) echo 1000;; esac\n')
+    fake_bin(tmp_path, "sudo", "#!/bin/sh\nexit 0\n")
     (tmp_path / "links.json").write_text(json.dumps(LINKS) + "\n")  # ip ends with a newline
-    _fake_bin(tmp_path, "ip", '#!/bin/sh\ncat "$FAKE_DIR/links.json"\n')
+    fake_bin(tmp_path, "ip", '#!/bin/sh\ncat "$FAKE_DIR/links.json"\n')
     (tmp_path / "networks.jsonl").write_text(json.dumps(MANAGED_NET) + "\n")
-    _fake_bin(tmp_path, "docker", FAKE_DOCKER)
+    fake_bin(tmp_path, "docker", FAKE_DOCKER)
     env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}", "FAKE_DIR": str(tmp_path)}
     names = ["mac_net1", "a'b c"]
     done = subprocess.run(
